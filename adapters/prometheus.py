@@ -1,0 +1,265 @@
+"""Prometheus: any PromQL query, with the parameters of KEDA's prometheus scaler.
+
+Beyond KEDA: a query that returns several series is an error unless `aggregation` says how to combine
+them, and the HTTP client is shared per endpoint instead of built per ScaledObject.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+from urllib.parse import unquote, urlsplit, urlunsplit
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+
+from .api import (
+    Adapter,
+    HttpEndpoint,
+    InvalidMetadata,
+    SourceKey,
+    SourceNotFound,
+    SourceRejectedQuery,
+    SourceUnavailable,
+    TriggerMetadata,
+    credentials_identity,
+    strip_userinfo,
+)
+
+AuthMode = Literal["basic", "bearer", "custom", "tls"]
+Aggregation = Literal["sum", "max", "min", "avg"]
+
+
+def parse_pairs(key: str, text: str) -> tuple[tuple[str, str], ...]:
+    """KEDA's `k=v,k=v` lists (queryParameters, customHeaders)."""
+    pairs = []
+    for item in text.split(","):
+        if not item.strip():
+            continue
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise ValueError(f"{key}: expected comma-separated key=value pairs, got an item without '='")
+        pairs.append((name.strip(), value.strip()))
+    return tuple(pairs)
+
+
+class PrometheusMetadata(TriggerMetadata):
+    """Trigger metadata for `adapter: prometheus` (names as in KEDA's prometheus scaler)."""
+
+    target_key = "threshold"
+    activation_key = "activationThreshold"
+
+    server_address: str = Field(description="Prometheus base URL, e.g. http://prometheus.monitoring:9090")
+    query: str = Field(min_length=1, description="PromQL query; must return one series unless `aggregation` is set")
+    threshold: float = Field(description="Target value per replica (HPA target); must be > 0")
+    activation_threshold: float = Field(0.0, description="Active when the reading is strictly greater than this")
+    namespace: str = Field("", description="Tenant namespace sent as the `namespace` query parameter (Thanos, Cortex)")
+    query_parameters: str = Field("", description="Extra query parameters, `k=v,k=v`")
+    custom_headers: str = Field("", description="Extra HTTP headers, `k=v,k=v` (e.g. X-Scope-OrgID=tenant)")
+    ignore_null_values: bool = Field(
+        True, description="An empty result or NaN/Inf reads as 0; when false it is an error"
+    )
+    aggregation: Aggregation | None = Field(
+        None, description="How to combine several series: sum, max, min or avg (KEDA: always an error)"
+    )
+    unsafe_ssl: bool = Field(False, description="Skip TLS certificate verification")
+    timeout: int | None = Field(None, gt=0, description="Query timeout in milliseconds (default: the server's)")
+    auth_modes: str = Field("", description="basic, bearer, custom or tls (inferred from the credentials if unset)")
+    username: str = Field("", description="Basic auth user")
+    password: SecretStr = Field(SecretStr(""), description="Basic auth password (prefer a named connection)")
+    bearer_token: SecretStr = Field(SecretStr(""), description="Bearer token (prefer a named connection)")
+    custom_auth_header: str = Field("", description="Header name for `custom` auth")
+    custom_auth_value: SecretStr = Field(SecretStr(""), description="Header value for `custom` auth")
+    ca_file: str = Field("", description="CA bundle path in the scaler pod, for a private CA")
+    cert_file: str = Field("", description="Client certificate path in the scaler pod (`tls` auth)")
+    key_file: str = Field("", description="Client key path in the scaler pod (`tls` auth)")
+
+    @field_validator("server_address")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http:// or https:// URL with a host")
+        try:
+            _ = parts.port
+        except ValueError:
+            raise ValueError("has an invalid port") from None
+        return value
+
+    @field_validator("query_parameters", "custom_headers")
+    @classmethod
+    def _check_pairs(cls, value: str) -> str:
+        parse_pairs("value", value)
+        return value
+
+    @model_validator(mode="after")
+    def _check_auth(self) -> PrometheusMetadata:
+        for mode in self.modes:
+            if mode == "basic" and not self.basic_auth:
+                raise ValueError("authModes: 'basic' needs `username` (and `password`)")
+            if mode == "bearer" and not self.bearer_token.get_secret_value():
+                raise ValueError("authModes: 'bearer' needs `bearerToken`")
+            if mode == "custom" and not (self.custom_auth_header and self.custom_auth_value.get_secret_value()):
+                raise ValueError("authModes: 'custom' needs `customAuthHeader` and `customAuthValue`")
+            if mode == "tls" and not (self.cert_file and self.key_file):
+                raise ValueError("authModes: 'tls' needs `certFile` and `keyFile`")
+        if bool(self.cert_file) != bool(self.key_file):
+            raise ValueError("certFile: `certFile` and `keyFile` must be given together")
+        return self
+
+    @property
+    def modes(self) -> list[str]:
+        modes = [m.strip() for m in self.auth_modes.split(",") if m.strip()]
+        for mode in modes:
+            if mode not in ("basic", "bearer", "custom", "tls"):
+                raise ValueError(f"authModes: unknown mode '{mode}'; accepted: basic, bearer, custom, tls")
+        return modes
+
+    @property
+    def basic_auth(self) -> tuple[str, str] | None:
+        user, password = self.username, self.password.get_secret_value()
+        parts = urlsplit(self.server_address)
+        if not user and parts.username:
+            user, password = unquote(parts.username), unquote(parts.password or "")
+        return (user, password) if user else None
+
+    @property
+    def base_url(self) -> str:
+        return strip_userinfo(self.server_address).rstrip("/")
+
+    def secrets(self) -> list[str]:
+        found = super().secrets()
+        password = urlsplit(self.server_address).password
+        return [*found, unquote(password)] if password else found
+
+    def headers(self) -> dict[str, str]:
+        headers = dict(parse_pairs("customHeaders", self.custom_headers))
+        token = self.bearer_token.get_secret_value()
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        if self.custom_auth_header and self.custom_auth_value.get_secret_value():
+            headers[self.custom_auth_header] = self.custom_auth_value.get_secret_value()
+        return headers
+
+    def params(self) -> list[tuple[str, str]]:
+        params = [("query", self.query), *parse_pairs("queryParameters", self.query_parameters)]
+        if self.namespace:
+            params.append(("namespace", self.namespace))
+        return params
+
+
+class PrometheusAdapter(Adapter[PrometheusMetadata]):
+    name = "prometheus"
+    metadata_model = PrometheusMetadata
+    description = "The value of a PromQL instant query (any Prometheus-compatible API)"
+
+    def source_key(self, metadata: PrometheusMetadata) -> SourceKey:
+        basic = metadata.basic_auth
+        return SourceKey(
+            adapter=self.name,
+            endpoint=metadata.base_url,
+            object=metadata.query,
+            mode=metadata.aggregation or "",
+            identity=credentials_identity(
+                *(basic or ("", "")),
+                metadata.bearer_token.get_secret_value(),
+                metadata.custom_auth_header,
+                metadata.custom_auth_value.get_secret_value(),
+                metadata.cert_file,
+            ),
+            # Headers and parameters can select another tenant or change the answer.
+            options=(
+                ("headers", metadata.custom_headers),
+                ("params", metadata.query_parameters),
+                ("namespace", metadata.namespace),
+                ("nulls", str(metadata.ignore_null_values)),
+            ),
+        )
+
+    def metric_name_hint(self, metadata: PrometheusMetadata) -> str:
+        return ""  # the engine adds a digest of the source key; a query makes a poor name
+
+    def timeout_seconds(self, metadata: PrometheusMetadata) -> float | None:
+        return metadata.timeout / 1000 if metadata.timeout else None
+
+    def endpoint(self, metadata: PrometheusMetadata) -> HttpEndpoint:
+        return HttpEndpoint.for_url(
+            metadata.base_url,
+            verify=not metadata.unsafe_ssl,
+            ca_file=metadata.ca_file or None,
+            cert_file=metadata.cert_file or None,
+            key_file=metadata.key_file or None,
+        )
+
+    async def query(self, metadata: PrometheusMetadata, timeout: float) -> Any:
+        """Run the instant query and return Prometheus' `data` object (shared with the Pub/Sub adapter)."""
+        parts = urlsplit(metadata.base_url)
+        url = urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/") + "/api/v1/query", "", ""))
+        body = await self.context.http.get_json(
+            url,
+            endpoint=self.endpoint(metadata),
+            source=f"Prometheus at {metadata.base_url}",
+            timeout=timeout,
+            params=metadata.params(),
+            headers=metadata.headers(),
+            auth=metadata.basic_auth,
+        )
+        if not isinstance(body, dict) or body.get("status") != "success" or not isinstance(body.get("data"), dict):
+            raise SourceUnavailable(f"Prometheus at {metadata.base_url} did not answer with a query result")
+        return body["data"]
+
+    async def measure(self, metadata: PrometheusMetadata) -> float:
+        timeout = self.timeout_seconds(metadata) or self.context.default_timeout
+        try:
+            data = await self.query(metadata, timeout)
+        except SourceRejectedQuery as exc:
+            raise InvalidMetadata("query", exc.message) from None
+        except SourceNotFound as exc:
+            raise SourceNotFound(f"{exc.message} (is `serverAddress` the Prometheus base URL?)") from None
+        return reduce_result(data, metadata)
+
+
+def reduce_result(data: Any, metadata: PrometheusMetadata) -> float:
+    """One number from a query result: the single series, or the declared aggregation of several."""
+    kind = data.get("resultType")
+    result = data.get("result")
+    if kind == "scalar" and isinstance(result, list):
+        values = [_sample_value(result)]
+    elif kind == "vector" and isinstance(result, list):
+        values = [_sample_value(series.get("value")) for series in result if isinstance(series, dict)]
+    else:
+        raise InvalidMetadata("query", f"must return an instant vector or scalar, got a {kind or 'malformed'} result")
+    if not values:
+        if metadata.ignore_null_values:
+            return 0.0
+        raise SourceNotFound(
+            "the query returned no series (the target may be gone); set ignoreNullValues: true to read it as 0"
+        )
+    if len(values) > 1 and metadata.aggregation is None:
+        raise InvalidMetadata(
+            "query",
+            f"returned {len(values)} series; make it return one, or set `aggregation` to sum, max, min or avg",
+        )
+    if any(not math.isfinite(v) for v in values):
+        if not metadata.ignore_null_values:
+            raise SourceRejectedQuery("the query returned NaN or Inf; set ignoreNullValues: true to read it as 0")
+        values = [v if math.isfinite(v) else 0.0 for v in values]
+    return _aggregate(values, metadata.aggregation or "sum")
+
+
+def _aggregate(values: list[float], how: str) -> float:
+    if how == "max":
+        return max(values)
+    if how == "min":
+        return min(values)
+    if how == "avg":
+        return sum(values) / len(values)
+    return sum(values)
+
+
+def _sample_value(sample: Any) -> float:
+    if not (isinstance(sample, list) and len(sample) == 2):
+        raise SourceUnavailable("Prometheus returned a malformed sample")
+    try:
+        return float(sample[1])
+    except (TypeError, ValueError):
+        raise SourceUnavailable("Prometheus returned a sample that is not a number") from None

@@ -1,0 +1,117 @@
+"""One poller per source for push streams, however many StreamIsActive streams watch that source.
+
+A poller reads through the measurement cache every `interval`, so streams, KEDA's polls and the HPA's
+reads of one source still cost one query per TTL. Each stream decides for itself whether its own
+activation threshold flipped; the poller only publishes readings.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from adapters.api import AdapterError, SourceKey
+
+from .cache import MeasurementCache, Reading
+from .metrics import ScalerMetrics
+
+log = logging.getLogger(__name__)
+
+Update = Reading | AdapterError
+
+
+class SourcePoller:
+    def __init__(
+        self,
+        key: SourceKey,
+        measure: Callable[[], Awaitable[float]],
+        timeout: float,
+        cache: MeasurementCache,
+        interval: float,
+    ) -> None:
+        self.key = key
+        self.subscribers = 0
+        self.latest: Update | None = None
+        self.version = 0
+        self.changed = asyncio.Condition()
+        self.closed = False
+        self._measure, self._timeout, self._cache, self._interval = measure, timeout, cache, interval
+        self.task = asyncio.create_task(self._run(), name=f"poller {key}")
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                update: Update = await self._cache.read(self.key, self._measure, self._timeout)
+            except AdapterError as error:
+                update = error
+            async with self.changed:
+                self.latest = update
+                self.version += 1
+                self.changed.notify_all()
+            await asyncio.sleep(self._interval)
+
+    async def updates(self) -> AsyncIterator[Update]:
+        """Every reading from now on, starting with the latest one if there is one; ends when closed."""
+        seen = 0
+        while True:
+            async with self.changed:
+                await self.changed.wait_for(self._newer_than(seen))
+                if self.closed:
+                    return
+                seen = self.version
+                update = self.latest
+            assert update is not None
+            yield update
+
+    def _newer_than(self, seen: int) -> Callable[[], bool]:
+        return lambda: self.closed or self.version > seen
+
+    async def close(self) -> None:
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+        async with self.changed:
+            self.closed = True
+            self.changed.notify_all()
+
+
+class PushHub:
+    def __init__(self, cache: MeasurementCache, interval: float, metrics: ScalerMetrics) -> None:
+        self.cache = cache
+        self.interval = interval
+        self.metrics = metrics
+        self._pollers: dict[SourceKey, SourcePoller] = {}
+        self.closing = False
+
+    def __len__(self) -> int:
+        return len(self._pollers)
+
+    @contextlib.asynccontextmanager
+    async def watch(
+        self, key: SourceKey, measure: Callable[[], Awaitable[float]], timeout: float
+    ) -> AsyncIterator[AsyncIterator[Update]]:
+        poller = self._pollers.get(key)
+        if poller is None or poller.closed:
+            poller = self._pollers[key] = SourcePoller(key, measure, timeout, self.cache, self.interval)
+            self.metrics.pollers.set(len(self._pollers))
+        poller.subscribers += 1
+        try:
+            yield poller.updates()
+        finally:
+            poller.subscribers -= 1
+            # Nobody watches this source any more: stop polling it now rather than on a timer.
+            if poller.subscribers == 0 and self._pollers.get(key) is poller:
+                del self._pollers[key]
+                self.metrics.pollers.set(len(self._pollers))
+                await poller.close()
+
+    async def close(self) -> None:
+        """Shutdown: every stream's update iterator ends, so streams finish with status OK."""
+        self.closing = True
+        pollers = list(self._pollers.values())
+        self._pollers.clear()
+        self.metrics.pollers.set(0)
+        for poller in pollers:
+            await poller.close()

@@ -1,0 +1,132 @@
+"""Assemble and run the server: gRPC (scaler, health, reflection), HTTP endpoints, and the janitor."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+
+from grpc import aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from adapters.api import AdapterContext, AdapterRegistry, HttpClients
+
+from ._generated import externalscaler_pb2 as pb
+from ._generated import externalscaler_pb2_grpc as pb_grpc
+from .cache import MeasurementCache
+from .http import HttpEndpoints
+from .metrics import ScalerMetrics
+from .push import PushHub
+from .service import ExternalScalerService
+from .settings import Settings
+from .tls import RotatingServerCredentials
+from .triggers import TriggerParser
+
+log = logging.getLogger(__name__)
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ExternalScaler"].full_name
+
+
+def split_address(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+class ScalerServer:
+    def __init__(self, settings: Settings, registry: AdapterRegistry | None = None) -> None:
+        self.settings = settings
+        self.metrics = ScalerMetrics(settings.series_ttl)
+        self.registry = registry or AdapterRegistry(
+            AdapterContext(http=HttpClients(), default_timeout=settings.source_timeout)
+        )
+        self.cache = MeasurementCache(settings.cache_ttl, settings.error_cache_ttl, self.metrics)
+        self.hub = PushHub(self.cache, settings.push_interval, self.metrics)
+        self.parser = TriggerParser(
+            self.registry, settings.resolved_connections(), settings.source_timeout, settings.metadata_cache_size
+        )
+        self.shutdown = asyncio.Event()
+        self.ready = False
+        self.health = health.aio.HealthServicer()
+        self.http = HttpEndpoints(self.metrics.registry, lambda: self.ready)
+        self.grpc: aio.Server | None = None
+        self.tls: RotatingServerCredentials | None = None
+        self.grpc_port = 0
+        self.http_port = 0
+        self._janitor: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        server = aio.server(options=[("grpc.max_receive_message_length", 1024 * 1024)])
+        service = ExternalScalerService(self.parser, self.cache, self.hub, self.metrics, self.shutdown)
+        pb_grpc.add_ExternalScalerServicer_to_server(service, server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        reflection.enable_server_reflection(
+            (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
+            server,
+        )
+        s = self.settings
+        if s.tls_cert_file or s.tls_key_file:
+            self.tls = RotatingServerCredentials(s.tls_cert_file, s.tls_key_file, s.tls_client_ca_file)
+            self.grpc_port = server.add_secure_port(s.grpc_address, self.tls.credentials())
+        else:
+            self.grpc_port = server.add_insecure_port(s.grpc_address)
+        await server.start()
+        self.grpc = server
+        for name in ("", SERVICE_NAME):
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        self.http_port = await self.http.start(*split_address(s.http_address))
+        self.ready = True
+        self._janitor = asyncio.create_task(self._sweep_forever(), name="janitor")
+        log.info(
+            "serving gRPC on port %d (%s), HTTP on port %d; adapters: %s",
+            self.grpc_port,
+            "mTLS" if s.tls_client_ca_file else "TLS" if self.tls else "plaintext",
+            self.http_port,
+            ", ".join(self.registry.names()),
+        )
+
+    async def _sweep_forever(self) -> None:
+        # Forget what nobody asks for any more: cache entries, per-ScaledObject series, idle clients.
+        period = max(0.5, min(self.settings.series_ttl, self.settings.idle_timeout) / 4)
+        while True:
+            await asyncio.sleep(period)
+            await self.sweep()
+
+    async def sweep(self) -> None:
+        self.cache.evict_idle(self.settings.idle_timeout)
+        self.metrics.objects.sweep()
+        closed = await self.registry.close_idle(self.settings.idle_timeout)
+        if closed:
+            log.info("closed %d idle source connection(s)", closed)
+
+    async def stop(self) -> None:
+        """Graceful: not ready at once, streams end with OK, in-flight unary calls finish, clients close."""
+        if not self.ready and self.grpc is None:
+            return
+        self.ready = False
+        await self.health.enter_graceful_shutdown()
+        self.shutdown.set()
+        await self.hub.close()
+        if self.grpc is not None:
+            await self.grpc.stop(self.settings.shutdown_grace)
+            self.grpc = None
+        if self._janitor is not None:
+            self._janitor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._janitor
+        await self.registry.close()
+        await self.http.close()
+        log.info("stopped")
+
+
+async def serve(settings: Settings) -> int:
+    server = ScalerServer(settings)
+    await server.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("signal received; shutting down (grace %.0fs)", settings.shutdown_grace)
+    await server.stop()
+    return 0

@@ -1,0 +1,235 @@
+"""KEDA's ExternalScaler service: metric spec from metadata alone, readings through the cache, pushes on change."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, NoReturn, TypeVar
+
+import grpc
+from grpc import aio
+
+from adapters.api import AdapterError, redact
+
+from ._generated import externalscaler_pb2 as pb
+from ._generated import externalscaler_pb2_grpc as pb_grpc
+from .cache import MeasurementCache, Reading
+from .metrics import ScalerMetrics
+from .push import PushHub
+from .triggers import Trigger, TriggerParser
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# Codes a lastKnown reading may stand in for: the source failed, not the trigger or the policy.
+_SOURCE_FAILURES = frozenset({"UNAVAILABLE", "DEADLINE_EXCEEDED", "NOT_FOUND", "INTERNAL", "UNAUTHENTICATED"})
+
+
+def _status(error: AdapterError) -> grpc.StatusCode:
+    code: grpc.StatusCode = getattr(grpc.StatusCode, error.status, grpc.StatusCode.INTERNAL)
+    return code
+
+
+class ExternalScalerService(pb_grpc.ExternalScalerServicer):  # type: ignore[misc]
+    def __init__(
+        self,
+        parser: TriggerParser,
+        cache: MeasurementCache,
+        hub: PushHub,
+        metrics: ScalerMetrics,
+        shutdown: asyncio.Event,
+    ) -> None:
+        self.parser = parser
+        self.cache = cache
+        self.hub = hub
+        self.metrics = metrics
+        self.shutdown = shutdown
+
+    # --- helpers -------------------------------------------------------------------------------
+
+    def _trigger(self, ref: Any) -> Trigger:
+        trigger = self.parser.parse(ref.scalerMetadata)
+        trigger.check_namespace(ref.namespace)
+        return trigger
+
+    def _spec(self, trigger: Trigger) -> Any:
+        return pb.GetMetricSpecResponse(
+            metricSpecs=[
+                pb.MetricSpec(
+                    metricName=trigger.metric_name,
+                    targetSize=round(trigger.target),
+                    targetSizeFloat=trigger.target,
+                )
+            ]
+        )
+
+    async def _read(self, trigger: Trigger, ref: Any, *, activation: bool) -> Reading:
+        key = trigger.activation_key if activation else trigger.source_key
+        measure = trigger.measure_activation() if activation else trigger.measure()
+        try:
+            reading = await self.cache.read(key, measure, trigger.timeout)
+        except AdapterError as error:
+            stale = self._last_known(trigger, ref, key, error)
+            if stale is None:
+                raise
+            return stale
+        self.metrics.objects.record(ref.namespace, ref.name, trigger.metric_name, read_at=reading.taken_at)
+        return reading
+
+    def _last_known(self, trigger: Trigger, ref: Any, key: Any, error: AdapterError) -> Reading | None:
+        """The opt-in `onSourceError: lastKnown` policy: a stale reading, visible in logs and on /metrics."""
+        if trigger.on_source_error != "lastKnown" or error.status not in _SOURCE_FAILURES:
+            return None
+        last = self.cache.last_good(key)
+        if last is None or time.monotonic() - last.monotonic > trigger.max_staleness:
+            return None
+        age = time.monotonic() - last.monotonic
+        self.metrics.stale_served.labels(trigger.adapter.name).inc()
+        self.metrics.objects.record(ref.namespace, ref.name, trigger.metric_name, read_at=last.taken_at, stale=True)
+        log.warning(
+            "serving a %.0fs old reading (onSourceError: lastKnown) because: %s",
+            age,
+            redact(error.message),
+            extra=self._context(ref, trigger),
+        )
+        return last
+
+    @staticmethod
+    def _context(ref: Any, trigger: Trigger | None = None) -> dict[str, Any]:
+        context = {"namespace": ref.namespace, "scaledobject": ref.name}
+        if trigger is not None:
+            context["adapter"] = trigger.adapter.name
+        return context
+
+    async def _unary(
+        self, method: str, ref: Any, context: aio.ServicerContext, handler: Callable[[], Awaitable[T]]
+    ) -> T:
+        started = time.perf_counter()
+        code = grpc.StatusCode.OK
+        try:
+            return await handler()
+        except AdapterError as error:
+            code = _status(error)
+            await self._abort(context, code, error, method, ref)
+        except asyncio.CancelledError:
+            code = grpc.StatusCode.CANCELLED
+            raise
+        except Exception:
+            code = grpc.StatusCode.INTERNAL
+            log.exception("%s failed unexpectedly", method, extra=self._context(ref))
+            await context.abort(code, f"{method} failed unexpectedly; see the scaler's log")
+        finally:
+            self.metrics.requests.labels(method, code.name).inc()
+            self.metrics.request_seconds.labels(method).observe(time.perf_counter() - started)
+        raise AssertionError("unreachable")  # abort() always raises
+
+    async def _abort(
+        self, context: aio.ServicerContext, code: grpc.StatusCode, error: AdapterError, method: str, ref: Any
+    ) -> NoReturn:
+        message = redact(error.message)
+        level = logging.INFO if code == grpc.StatusCode.INVALID_ARGUMENT else logging.WARNING
+        log.log(level, "%s: %s", method, message, extra={**self._context(ref), "method": method, "code": code.name})
+        await context.abort(code, message)
+        raise AssertionError("unreachable")
+
+    # --- RPCs ----------------------------------------------------------------------------------
+
+    async def GetMetricSpec(self, request: Any, context: aio.ServicerContext) -> Any:
+        # Metadata alone, never the source: KEDA must be able to build the HPA (and apply its
+        # fallback) while the source is down (kedacore/keda#8056).
+        async def handle() -> Any:
+            return self._spec(self._trigger(request))
+
+        return await self._unary("GetMetricSpec", request, context, handle)
+
+    async def GetMetrics(self, request: Any, context: aio.ServicerContext) -> Any:
+        ref = request.scaledObjectRef
+
+        async def handle() -> Any:
+            trigger = self._trigger(ref)
+            reading = await self._read(trigger, ref, activation=False)
+            name = request.metricName or trigger.metric_name
+            self.metrics.objects.record(ref.namespace, ref.name, trigger.metric_name, value=reading.value)
+            return pb.GetMetricsResponse(
+                metricValues=[
+                    pb.MetricValue(metricName=name, metricValue=round(reading.value), metricValueFloat=reading.value)
+                ]
+            )
+
+        return await self._unary("GetMetrics", ref, context, handle)
+
+    async def IsActive(self, request: Any, context: aio.ServicerContext) -> Any:
+        async def handle() -> Any:
+            trigger = self._trigger(request)
+            reading = await self._read(trigger, request, activation=True)
+            active = reading.value > trigger.activation_target
+            self.metrics.objects.record(request.namespace, request.name, trigger.metric_name, active=active)
+            return pb.IsActiveResponse(result=active)
+
+        return await self._unary("IsActive", request, context, handle)
+
+    async def StreamIsActive(self, request: Any, context: aio.ServicerContext) -> AsyncIterator[Any]:
+        method = "StreamIsActive"
+        try:
+            trigger = self._trigger(request)
+        except AdapterError as error:
+            self.metrics.requests.labels(method, _status(error).name).inc()
+            await self._abort(context, _status(error), error, method, request)
+        self.metrics.push_streams.labels(method).inc()
+        code = "OK"
+        last_sent: bool | None = None
+        last_error = ""
+        try:
+            async with self.hub.watch(trigger.activation_key, trigger.measure_activation(), trigger.timeout) as updates:
+                async for update in updates:
+                    if isinstance(update, AdapterError):
+                        # Keep the stream: KEDA's polling reports the error, and we push again once the
+                        # source is back. Log each distinct error once, not every interval.
+                        if update.message != last_error:
+                            last_error = update.message
+                            log.warning(
+                                "%s: source error, stream kept open: %s",
+                                method,
+                                redact(update.message),
+                                extra=self._context(request, trigger),
+                            )
+                        continue
+                    last_error = ""
+                    active = update.value > trigger.activation_target
+                    self.metrics.objects.record(
+                        request.namespace, request.name, trigger.metric_name, active=active, read_at=update.taken_at
+                    )
+                    # Only transitions: a repeated `true` would refresh KEDA's last-active time forever
+                    # and the workload would never scale to zero (kedacore/http-add-on#1792).
+                    if active != last_sent:
+                        last_sent = active
+                        yield pb.IsActiveResponse(result=active)
+        except asyncio.CancelledError:
+            code = "CANCELLED"
+            raise
+        finally:
+            self.metrics.push_streams.labels(method).dec()
+            self.metrics.requests.labels(method, code).inc()
+
+    async def StreamMetricSpec(self, request: Any, context: aio.ServicerContext) -> AsyncIterator[Any]:
+        method = "StreamMetricSpec"
+        try:
+            trigger = self._trigger(request)
+        except AdapterError as error:
+            self.metrics.requests.labels(method, _status(error).name).inc()
+            await self._abort(context, _status(error), error, method, request)
+        self.metrics.push_streams.labels(method).inc()
+        code = "OK"
+        try:
+            # The spec depends on the metadata only, which cannot change within one stream: send it once
+            # and hold the stream until KEDA cancels it or the server shuts down (then end with OK).
+            yield self._spec(trigger)
+            await self.shutdown.wait()
+        except asyncio.CancelledError:
+            code = "CANCELLED"
+            raise
+        finally:
+            self.metrics.push_streams.labels(method).dec()
+            self.metrics.requests.labels(method, code).inc()

@@ -1,0 +1,179 @@
+"""Server settings, 12-factor: command-line flags > SCALER_* environment variables > YAML file > defaults.
+
+Named connections live here too: endpoints and credentials from the scaler's own pod (files or env vars),
+referenced by trigger metadata as `connection: <name>`, so no secret has to sit in a ScaledObject.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from adapters.api import SECRETS
+
+ENV_PREFIX = "SCALER_"
+
+
+class SettingsError(Exception):
+    """The configuration cannot be used; the message names the setting."""
+
+
+class Connection(BaseModel):
+    """A named connection: metadata defaults for one adapter, with secrets read from files or env vars."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    adapter: str = Field(description="The adapter this connection is for, e.g. rabbitmq")
+    metadata: dict[str, str] = Field(default_factory=dict, description="Metadata keys the connection fixes")
+    from_file: dict[str, str] = Field(
+        default_factory=dict, alias="fromFile", description="Metadata key -> file whose content is the value"
+    )
+    from_env: dict[str, str] = Field(
+        default_factory=dict, alias="fromEnv", description="Metadata key -> env var of the scaler's pod"
+    )
+    namespaces: list[str] | None = Field(
+        None, description="Only ScaledObjects in these namespaces may use it (default: any)"
+    )
+
+    def resolve(self, name: str) -> dict[str, str]:
+        """The metadata this connection contributes; values from files and env vars are registered as secrets."""
+        values = dict(self.metadata)
+        for key, path in self.from_file.items():
+            try:
+                values[key] = Path(path).read_text().strip()
+            except OSError as exc:
+                raise SettingsError(
+                    f"connection '{name}': cannot read the file for '{key}' ({path}): {exc.strerror}"
+                ) from None
+            SECRETS.add(values[key])
+        for key, var in self.from_env.items():
+            value = os.environ.get(var)
+            if not value:
+                raise SettingsError(f"connection '{name}': environment variable {var} for '{key}' is unset or empty")
+            values[key] = value
+            SECRETS.add(value)
+        return values
+
+
+class Settings(BaseSettings):
+    """Every setting of the server. The README's table is generated from this class."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", validate_default=True)
+
+    grpc_address: str = Field("0.0.0.0:9090", description="gRPC listen address (KEDA's `scalerAddress` points here)")
+    http_address: str = Field("0.0.0.0:8080", description="HTTP listen address for /metrics, /healthz and /readyz")
+    cache_ttl: float = Field(1.0, gt=0, description="Seconds a reading is reused for every ScaledObject on that source")
+    error_cache_ttl: float = Field(
+        1.0, ge=0, description="Seconds a failed reading is reused, so a dead source is not hammered"
+    )
+    push_interval: float = Field(1.0, gt=0, description="Seconds between polls of a source watched by StreamIsActive")
+    source_timeout: float = Field(
+        5.0, gt=0, description="Default seconds a source query may take (DEADLINE_EXCEEDED after)"
+    )
+    shutdown_grace: float = Field(10.0, ge=0, description="Seconds in-flight calls get to finish on SIGTERM")
+    series_ttl: float = Field(
+        120.0, gt=0, description="Seconds after a ScaledObject's last call before its /metrics series are removed"
+    )
+    idle_timeout: float = Field(
+        300.0, gt=0, description="Seconds before an unused cache entry, poller or pooled connection is closed"
+    )
+    metadata_cache_size: int = Field(10000, ge=1, description="Parsed trigger configurations kept, by metadata content")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level")
+    log_format: Literal["json", "text"] = Field("json", description="json (one object per line) or text")
+    tls_cert_file: str = Field("", description="Server certificate (PEM); with tls_key_file turns gRPC TLS on")
+    tls_key_file: str = Field("", description="Server private key (PEM)")
+    tls_client_ca_file: str = Field(
+        "", description="CA for client certificates; when set, clients must present one (mTLS)"
+    )
+    config: str = Field("", description="Path of an optional YAML file with any of these settings (SCALER_CONFIG)")
+    connections: dict[str, Connection] = Field(
+        default_factory=dict, description="Named connections (YAML file or JSON in SCALER_CONNECTIONS)"
+    )
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("grpc_address", "http_address")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError("must be host:port, e.g. 0.0.0.0:9090")
+        return value
+
+    def resolved_connections(self) -> dict[str, tuple[Connection, dict[str, str]]]:
+        return {name: (conn, conn.resolve(name)) for name, conn in self.connections.items()}
+
+
+def _read_yaml(path: str) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except OSError as exc:
+        raise SettingsError(f"config file {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise SettingsError(f"config file {path} is not valid YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise SettingsError(f"config file {path} must hold a mapping of settings")
+    return {str(k).replace("-", "_"): v for k, v in data.items()}
+
+
+class _FileSource(PydanticBaseSettingsSource):
+    def __init__(self, settings_cls: type[BaseSettings], values: dict[str, Any]) -> None:
+        super().__init__(settings_cls)
+        self.values = values
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return self.values.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self.values)
+
+
+def load_settings(flags: dict[str, Any] | None = None) -> Settings:
+    """Build settings from flags (highest), the environment, then the YAML file named by flag or SCALER_CONFIG."""
+    flags = {k: v for k, v in (flags or {}).items() if v is not None}
+    path = flags.get("config") or os.environ.get(f"{ENV_PREFIX}CONFIG", "")
+    file_values = _read_yaml(path) if path else {}
+
+    class _Layered(Settings):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            return init_settings, env_settings, _FileSource(settings_cls, file_values)
+
+    try:
+        layered = _Layered(**flags)
+    except ValidationError as exc:
+        err = exc.errors(include_url=False, include_input=False)[0]
+        where = ".".join(str(p) for p in err.get("loc", ())) or "settings"
+        raise SettingsError(f"setting '{where}': {err['msg']}") from None
+    return Settings.model_construct(**{name: getattr(layered, name) for name in Settings.model_fields})
+
+
+def settings_table() -> str:
+    """The README's settings table, generated from the model so it cannot drift."""
+    rows = ["| setting | flag | environment | default | description |", "|---|---|---|---|---|"]
+    for name, field in Settings.model_fields.items():
+        default = field.get_default(call_default_factory=True)
+        shown = "" if default in ("", {}, None) else f"`{default}`"
+        rows.append(f"| `{name}` | {_flag(name)} | `{ENV_PREFIX}{name.upper()}` | {shown} | {field.description} |")
+    return "\n".join(rows)
+
+
+def _flag(name: str) -> str:
+    return "(file or env)" if name == "connections" else f"`--{name.replace('_', '-')}`"
