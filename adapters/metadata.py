@@ -39,6 +39,8 @@ class TriggerMetadata(BaseModel):
 
     target_key: ClassVar[str] = "value"
     activation_key: ClassVar[str] = "activationValue"
+    address_keys: ClassVar[tuple[str, ...]] = ()
+    """Keys holding a network address (URL or host) the adapter will connect to: the egress policy checks them."""
 
     @classmethod
     def field_for_key(cls, key: str) -> str:

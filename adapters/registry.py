@@ -8,6 +8,7 @@ from typing import Any
 
 from .base import API_VERSION, Adapter, AdapterContext
 from .metadata import TriggerMetadata
+from .pool import ClientPool
 
 ENTRY_POINT_GROUP = "scaler.adapters"
 log = logging.getLogger(__name__)
@@ -73,6 +74,14 @@ class AdapterRegistry:
 
     def all(self) -> list[Adapter[Any]]:
         return [self._adapters[n] for n in self.names()]
+
+    def pools(self) -> dict[str, ClientPool[Any, Any]]:
+        """Every client pool by a label-safe name: `http` (shared) and `<adapter>-<pool>`."""
+        pools: dict[str, ClientPool[Any, Any]] = {"http": self.context.http.pool}
+        for adapter in self._adapters.values():
+            for pool in adapter.pools:
+                pools[f"{adapter.name}-{pool.name}"] = pool
+        return pools
 
     async def close_idle(self, max_idle: float) -> int:
         closed = 0

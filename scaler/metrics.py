@@ -131,6 +131,12 @@ class ScalerMetrics:
         )
         self.push_streams = Gauge("scaler_push_streams_open", "Open push streams, by RPC", ["method"], registry=r)
         self.pollers = Gauge("scaler_source_pollers", "Source pollers running for push streams", registry=r)
+        self.pooled_clients = Gauge(
+            "scaler_pooled_clients",
+            "Open pooled source clients (connections, HTTP pools), by pool",
+            ["pool"],
+            registry=r,
+        )
         self.cache_entries = Gauge("scaler_cache_entries", "Sources with a cached reading", registry=r)
         self.stale_served = Counter(
             "scaler_stale_readings_served",

@@ -54,6 +54,8 @@ class ScalerServer:
         self.grpc_port = 0
         self.http_port = 0
         self._janitor: asyncio.Task[None] | None = None
+        for name, pool in self.registry.pools().items():
+            self.metrics.pooled_clients.labels(name).set_function(pool.__len__)
 
     async def start(self) -> None:
         server = aio.server(options=[("grpc.max_receive_message_length", 1024 * 1024)])

@@ -36,16 +36,13 @@ def test_package_and_service_names_match_keda() -> None:
 
 def test_rpcs_match_keda() -> None:
     service = pb.DESCRIPTOR.services_by_name["ExternalScaler"]
-    found = {
-        m.name: (m.input_type.name, m.output_type.name, m.server_streaming) for m in service.methods
-    }
+    found = {m.name: (m.input_type.name, m.output_type.name, m.server_streaming) for m in service.methods}
     assert found == KEDA_RPCS
 
 
 def test_message_fields_and_numbers_match_keda() -> None:
     found = {
-        name: {f.name: f.number for f in pb.DESCRIPTOR.message_types_by_name[name].fields}
-        for name in KEDA_MESSAGES
+        name: {f.name: f.number for f in pb.DESCRIPTOR.message_types_by_name[name].fields} for name in KEDA_MESSAGES
     }
     assert found == KEDA_MESSAGES
     assert set(pb.DESCRIPTOR.message_types_by_name) == set(KEDA_MESSAGES)
@@ -54,8 +51,11 @@ def test_message_fields_and_numbers_match_keda() -> None:
 
 
 def test_committed_stubs_are_what_the_proto_generates(tmp_path: Path) -> None:
-    subprocess.run([sys.executable, str(ROOT / "scripts" / "gen_protos.py"), "--out", str(tmp_path)], check=True,
-                   capture_output=True)
+    subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "gen_protos.py"), "--out", str(tmp_path)],
+        check=True,
+        capture_output=True,
+    )
     committed = ROOT / "scaler" / "_generated"
     names = sorted(p.name for p in tmp_path.iterdir() if p.is_file())
     assert names == sorted(p.name for p in committed.iterdir() if p.is_file() and p.suffix in (".py", ".pyi"))

@@ -50,8 +50,9 @@ def test_get_metrics_returns_float_and_rounded_int_under_the_name_keda_sent(
     assert value.metricValue == 42
 
 
-def test_get_metrics_reads_a_scraped_series(scaler: ScalerProcess, scraped: PrometheusServer,
-                                            exporter: Exporter) -> None:
+def test_get_metrics_reads_a_scraped_series(
+    scaler: ScalerProcess, scraped: PrometheusServer, exporter: Exporter
+) -> None:
     name = unique_metric("queue_depth")
     exporter.set(name, 17, queue="orders")
     scraped.wait_for_value(name, 17)
@@ -124,8 +125,12 @@ def test_bad_query_is_invalid_argument_naming_query(scaler: ScalerProcess, prome
 
 
 def test_wrong_port_is_unavailable(scaler: ScalerProcess) -> None:
-    metadata = {"adapter": "prometheus", "serverAddress": f"http://127.0.0.1:{free_port()}", "query": "up",
-                "threshold": "1"}
+    metadata = {
+        "adapter": "prometheus",
+        "serverAddress": f"http://127.0.0.1:{free_port()}",
+        "query": "up",
+        "threshold": "1",
+    }
     with pytest.raises(grpc.RpcError) as err:
         scaler.metrics(metadata)
     assert err.value.code() == grpc.StatusCode.UNAVAILABLE
@@ -165,8 +170,13 @@ def silent_server() -> Iterator[int]:
 
 
 def test_slow_source_is_deadline_exceeded_within_the_trigger_timeout(scaler: ScalerProcess, silent_server: int) -> None:
-    metadata = {"adapter": "prometheus", "serverAddress": f"http://127.0.0.1:{silent_server}", "query": "up",
-                "threshold": "1", "timeout": "300"}
+    metadata = {
+        "adapter": "prometheus",
+        "serverAddress": f"http://127.0.0.1:{silent_server}",
+        "query": "up",
+        "threshold": "1",
+        "timeout": "300",
+    }
     with pytest.raises(grpc.RpcError) as err:
         scaler.metrics(metadata)
     assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
