@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import socket
-import threading
 from collections.abc import Iterator
 
 import bcrypt
@@ -144,35 +142,10 @@ def test_wrong_path_is_not_found(scaler: ScalerProcess, prometheus: PrometheusSe
     assert "serverAddress" in err.value.details()
 
 
-@pytest.fixture
-def silent_server() -> Iterator[int]:
-    """A real TCP server that accepts connections and never answers: a source that is too slow."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    held: list[socket.socket] = []
-    stop = threading.Event()
-
-    def accept() -> None:
-        listener.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                held.append(listener.accept()[0])
-            except TimeoutError:
-                continue
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield listener.getsockname()[1]
-    stop.set()
-    thread.join()
-    for conn in held:
-        conn.close()
-    listener.close()
-
-
-def test_slow_source_is_deadline_exceeded_within_the_trigger_timeout(scaler: ScalerProcess, silent_server: int) -> None:
+def test_slow_source_is_deadline_exceeded_within_the_trigger_timeout(scaler: ScalerProcess, silent_port: int) -> None:
     metadata = {
         "adapter": "prometheus",
-        "serverAddress": f"http://127.0.0.1:{silent_server}",
+        "serverAddress": f"http://127.0.0.1:{silent_port}",
         "query": "up",
         "threshold": "1",
         "timeout": "300",
