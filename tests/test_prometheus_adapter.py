@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
-import bcrypt
 import grpc
 import pytest
 
 from tests.fixtures._util import free_port
-from tests.fixtures.prometheus import Exporter, PrometheusServer, start_prometheus, unique_metric
+from tests.fixtures.prometheus import Exporter, PrometheusServer, unique_metric
 from tests.fixtures.scaler import ScalerProcess, StartScaler
 
 
@@ -154,16 +151,6 @@ def test_slow_source_is_deadline_exceeded_within_the_trigger_timeout(scaler: Sca
         scaler.metrics(metadata)
     assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     assert "0.3s" in err.value.details()
-
-
-@pytest.fixture(scope="module")
-def prometheus_with_auth() -> Iterator[PrometheusServer]:
-    exporter = Exporter()
-    hashed = bcrypt.hashpw(b"s3cret-pass", bcrypt.gensalt(rounds=4)).decode()
-    server = start_prometheus(exporter, web_config=f"basic_auth_users:\n  keda: '{hashed}'\n")
-    yield server
-    server.stop()
-    exporter.close()
 
 
 def test_basic_auth_reads_and_wrong_password_is_unauthenticated(

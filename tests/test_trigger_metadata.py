@@ -1,0 +1,120 @@
+"""How trigger metadata is read: adapter selection, xFromEnv, named connections, key-naming errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import grpc
+import pytest
+
+from tests.fixtures.prometheus import AUTH_PASSWORD, AUTH_USER, PrometheusServer
+from tests.fixtures.scaler import ScalerProcess, StartScaler
+
+
+def test_missing_adapter_lists_the_registered_adapters(scaler: ScalerProcess) -> None:
+    with pytest.raises(grpc.RpcError) as err:
+        scaler.spec({"scalerAddress": "x:9090", "query": "up", "threshold": "1"})
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "'adapter'" in err.value.details() and "prometheus" in err.value.details()
+
+
+def test_unknown_adapter_lists_the_registered_adapters(scaler: ScalerProcess) -> None:
+    with pytest.raises(grpc.RpcError) as err:
+        scaler.spec({"adapter": "kafka", "query": "up", "threshold": "1"})
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "unknown adapter 'kafka'" in err.value.details() and "prometheus" in err.value.details()
+
+
+@pytest.mark.parametrize(
+    ("override", "key"),
+    [
+        ({"threshold": "abc"}, "threshold"),
+        ({"threshold": "-2"}, "threshold"),
+        ({"threshold": "NaN"}, "threshold"),
+        ({"activationThreshold": "-1"}, "activationThreshold"),
+        ({"serverAddress": "ftp://x"}, "serverAddress"),
+        ({"ignoreNullValues": "maybe"}, "ignoreNullValues"),
+        ({"aggregation": "median"}, "aggregation"),
+        ({"timeout": "0"}, "timeout"),
+        ({"customHeaders": "novalue"}, "customHeaders"),
+        ({"authModes": "bearer"}, "authModes"),
+    ],
+)
+def test_bad_metadata_is_invalid_argument_naming_the_key(
+    scaler: ScalerProcess, override: dict[str, str], key: str
+) -> None:
+    metadata = {"adapter": "prometheus", "serverAddress": "http://127.0.0.1:9", "query": "up", "threshold": "1"}
+    with pytest.raises(grpc.RpcError) as err:
+        scaler.spec({**metadata, **override})
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert f"'{key}'" in err.value.details() or f"{key}:" in err.value.details()
+
+
+def test_from_env_keys_are_read_as_the_plain_key(scaler: ScalerProcess, prometheus: PrometheusServer) -> None:
+    # KEDA resolves `serverAddressFromEnv` from the workload's environment and sends the value under that key.
+    metadata = {
+        "adapter": "prometheus",
+        "serverAddressFromEnv": prometheus.url,
+        "query": "vector(12)",
+        "thresholdFromEnv": "3",
+    }
+    assert scaler.spec(metadata).metricSpecs[0].targetSizeFloat == 3
+    assert scaler.value(metadata) == 12
+
+
+def test_conflicting_plain_and_from_env_keys_name_both(scaler: ScalerProcess, prometheus: PrometheusServer) -> None:
+    metadata = {
+        "adapter": "prometheus",
+        "serverAddress": prometheus.url,
+        "serverAddressFromEnv": "http://other:1",
+        "query": "up",
+        "threshold": "1",
+    }
+    with pytest.raises(grpc.RpcError) as err:
+        scaler.spec(metadata)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "serverAddressFromEnv" in err.value.details()
+
+
+@pytest.fixture
+def connected_scaler(
+    start_scaler: StartScaler, prometheus_with_auth: PrometheusServer, tmp_path: Path
+) -> ScalerProcess:
+    secret = tmp_path / "password"
+    secret.write_text(AUTH_PASSWORD + "\n")
+    config = f"""
+connections:
+  metrics:
+    adapter: prometheus
+    metadata: {{serverAddress: "{prometheus_with_auth.url}"}}
+    fromFile: {{password: "{secret}"}}
+    fromEnv: {{username: PROM_USER}}
+"""
+    return start_scaler(config=config, env={"PROM_USER": AUTH_USER})
+
+
+def test_named_connection_supplies_endpoint_and_credentials(connected_scaler: ScalerProcess) -> None:
+    metadata = {"adapter": "prometheus", "connection": "metrics", "query": "vector(5)", "threshold": "1"}
+    assert connected_scaler.value(metadata) == 5
+    assert AUTH_PASSWORD not in connected_scaler.logs()
+
+
+def test_trigger_may_not_override_a_key_its_connection_sets(connected_scaler: ScalerProcess) -> None:
+    metadata = {
+        "adapter": "prometheus",
+        "connection": "metrics",
+        "serverAddress": "http://127.0.0.1:9",
+        "query": "up",
+        "threshold": "1",
+    }
+    with pytest.raises(grpc.RpcError) as err:
+        connected_scaler.spec(metadata)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "'serverAddress'" in err.value.details() and "metrics" in err.value.details()
+
+
+def test_unknown_connection_is_invalid_argument_listing_defined_ones(connected_scaler: ScalerProcess) -> None:
+    with pytest.raises(grpc.RpcError) as err:
+        connected_scaler.spec({"adapter": "prometheus", "connection": "nope", "query": "up", "threshold": "1"})
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "'connection'" in err.value.details() and "metrics" in err.value.details()
