@@ -99,8 +99,10 @@ class ExternalScalerService(pb_grpc.ExternalScalerServicer):  # type: ignore[mis
     @staticmethod
     def _context(ref: Any, trigger: Trigger | None = None) -> dict[str, Any]:
         context = {"namespace": ref.namespace, "scaledobject": ref.name}
-        if trigger is not None:
-            context["adapter"] = trigger.adapter.name
+        # Before parsing succeeds, the adapter is whatever the trigger asked for (bounded: it is user input).
+        adapter = trigger.adapter.name if trigger is not None else ref.scalerMetadata.get("adapter", "")[:40]
+        if adapter:
+            context["adapter"] = adapter
         return context
 
     async def _unary(

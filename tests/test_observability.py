@@ -81,3 +81,22 @@ def test_unknown_method_is_unimplemented_not_unknown(scaler: ScalerProcess) -> N
         assert exc.code() == grpc.StatusCode.UNIMPLEMENTED
     else:
         raise AssertionError("an unknown method must fail")
+
+
+def test_log_lines_are_json_with_the_scaledobject_and_adapter(scaler: ScalerProcess) -> None:
+    import json
+
+    metadata = {"adapter": "prometheus", "serverAddress": "http://127.0.0.1:9", "query": "up", "threshold": "1"}
+    try:
+        scaler.metrics(metadata, name="logged-worker", namespace="billing")
+    except grpc.RpcError as exc:
+        assert exc.code() == grpc.StatusCode.UNAVAILABLE
+    lines = [json.loads(line) for line in scaler.logs().splitlines() if line.startswith("{")]
+    assert lines, "the scaler logs JSON lines by default"
+    failure = [x for x in lines if x.get("scaledobject") == "logged-worker"]
+    assert failure, "the failed call is logged with its ScaledObject"
+    assert failure[0]["namespace"] == "billing"
+    assert failure[0]["adapter"] == "prometheus"
+    assert failure[0]["method"] == "GetMetrics"
+    assert failure[0]["code"] == "UNAVAILABLE"
+    assert failure[0]["level"] == "warning"
