@@ -167,8 +167,10 @@ class PrometheusAdapter(Adapter[PrometheusMetadata]):
                 metadata.custom_auth_value.get_secret_value(),
                 metadata.cert_file,
             ),
-            # Headers and parameters can select another tenant or change the answer.
+            # Headers and parameters can select another tenant or change the answer; TLS settings can
+            # turn a failure into a reading, so triggers that differ in them must not share one.
             options=(
+                ("tls", f"verify={not metadata.unsafe_ssl};ca={metadata.ca_file};cert={metadata.cert_file}"),
                 ("headers", metadata.custom_headers),
                 ("params", metadata.query_parameters),
                 ("namespace", metadata.namespace),

@@ -1,0 +1,88 @@
+"""The Prometheus adapter over TLS, against a real Prometheus serving HTTPS (and one requiring client certs)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import grpc
+import pytest
+
+from tests.fixtures.certs import Pki
+from tests.fixtures.prometheus import Exporter, PrometheusServer, start_prometheus
+from tests.fixtures.scaler import ScalerProcess
+
+
+def _https(server: PrometheusServer) -> str:
+    return server.url.replace("http://", "https://")
+
+
+@pytest.fixture(scope="module")
+def tls_prometheus(pki: Pki) -> Iterator[PrometheusServer]:
+    crt, key = pki.issue("prometheus", server=True)
+    exporter = Exporter()
+    server = start_prometheus(
+        exporter,
+        web_config=f"tls_server_config:\n  cert_file: {crt}\n  key_file: {key}\n"
+        f"  client_auth_type: RequireAndVerifyClientCert\n  client_ca_file: {pki.ca}\n",
+        ready_scheme="https",
+    )
+    yield server
+    server.stop()
+    exporter.close()
+
+
+def meta(server: PrometheusServer, **extra: str) -> dict[str, str]:
+    return {"adapter": "prometheus", "serverAddress": _https(server), "query": "vector(9)", "threshold": "1", **extra}
+
+
+def test_untrusted_server_certificate_is_unavailable_naming_tls(
+    scaler: ScalerProcess, tls_prometheus: PrometheusServer
+) -> None:
+    with pytest.raises(grpc.RpcError) as err:
+        scaler.metrics(meta(tls_prometheus))
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "CERTIFICATE_VERIFY_FAILED" in err.value.details() or "certificate" in err.value.details().lower()
+
+
+def test_client_certificate_and_private_ca_read_the_value(
+    scaler: ScalerProcess, tls_prometheus: PrometheusServer, pki: Pki
+) -> None:
+    crt, key = pki.issue("keda-client", server=False)
+    metadata = meta(tls_prometheus, caFile=str(pki.ca), certFile=str(crt), keyFile=str(key), authModes="tls")
+    assert scaler.value(metadata) == 9
+
+
+def test_unsafe_ssl_skips_verification_but_still_presents_the_client_cert(
+    scaler: ScalerProcess, tls_prometheus: PrometheusServer, pki: Pki
+) -> None:
+    crt, key = pki.issue("keda-client-2", server=False)
+    assert scaler.value(meta(tls_prometheus, unsafeSsl="true", certFile=str(crt), keyFile=str(key))) == 9
+
+
+def test_without_a_client_certificate_the_server_refuses(
+    scaler: ScalerProcess, tls_prometheus: PrometheusServer, pki: Pki
+) -> None:
+    with pytest.raises(grpc.RpcError) as err:
+        scaler.metrics(meta(tls_prometheus, caFile=str(pki.ca)))
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    # The server certificate verified (private CA); the handshake failed on the missing client certificate.
+    assert "CERTIFICATE_VERIFY_FAILED" not in err.value.details()
+
+
+def test_triggers_differing_only_in_tls_settings_do_not_share_a_reading(
+    scaler: ScalerProcess, tls_prometheus: PrometheusServer, pki: Pki
+) -> None:
+    crt, key = pki.issue("keda-client-3", server=False)
+    with pytest.raises(grpc.RpcError):
+        scaler.metrics(meta(tls_prometheus, certFile=str(crt), keyFile=str(key)))  # untrusted server cert
+    # Immediately after, within the error cache TTL: the same query with the CA must not get that cached error.
+    assert scaler.value(meta(tls_prometheus, certFile=str(crt), keyFile=str(key), caFile=str(pki.ca))) == 9
+
+
+def test_cert_without_key_is_invalid_argument(
+    scaler: ScalerProcess, tls_prometheus: PrometheusServer, pki: Pki
+) -> None:
+    with pytest.raises(grpc.RpcError) as err:
+        scaler.spec(meta(tls_prometheus, certFile="/tmp/only-cert.pem"))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "certFile" in err.value.details()
