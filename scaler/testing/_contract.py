@@ -43,6 +43,13 @@ from ._process import RunningScaler, SilentServer, free_port
 
 T = TypeVar("T")
 
+_CONNECTION_VARIANTS = {
+    "unsafeSsl": "true",
+    "caFile": "/etc/ssl/contract-ca.pem",
+    "enableTLS": "true",
+    "username": "contract-user",
+}
+
 # Keys the engine reads itself; a contract source's metadata may carry them, the adapter never sees them.
 _ENGINE_KEYS = ("adapter", "scalerAddress")
 
@@ -73,6 +80,10 @@ class AdapterContract:
     counts: ClassVar[tuple[int, ...]] = (0, 3, 7)
     concurrency: ClassVar[int] = 20
     required_keys: ClassVar[tuple[str, ...] | None] = None
+    connection_variants: ClassVar[Mapping[str, str] | None] = None
+    """Changes to how the source is reached that must give another source key (readings are cached by key:
+    a trigger that verifies TLS must never be served a reading fetched without verification). By default,
+    the KEDA-named keys among unsafeSsl, caFile, enableTLS and username that the model declares."""
     source_timeout: ClassVar[float] = 2.0
     """The server's per-source timeout in the end-to-end checks (the silent-source check waits this long)."""
 
@@ -248,6 +259,32 @@ class AdapterContract:
         from_env = {k: v for k, v in metadata.items() if k != first} | {f"{first}FromEnv": metadata[first]}
         assert adapter_b.source_key(self.parse(adapter_b, from_env)) == key
         assert hash(key) == hash(adapter_b.source_key(self.parse(adapter_b, reordered)))
+
+    def test_connection_settings_change_the_source_key(self, new_source: SourceFactory) -> None:
+        metadata = dict(new_source().metadata)
+        adapter = self.adapter_class()(AdapterContext())
+        declared = set(adapter.metadata_model.keys())
+        # TLS settings matter only with TLS on: compare them on the same trigger with TLS turned on.
+        tls = self.with_tls(metadata)
+        variants = self.connection_variants
+        if variants is None:
+            variants = {k: v for k, v in _CONNECTION_VARIANTS.items() if k in declared and tls.get(k) != v}
+        for key, value in variants.items():
+            base = metadata if key in ("enableTLS", "username") else tls
+            before = adapter.source_key(self.parse(adapter, base))
+            after = adapter.source_key(self.parse(adapter, {**base, key: value}))
+            assert after != before, f"setting {key}={value!r} must change the source key, or readings leak across"
+
+    def with_tls(self, metadata: Mapping[str, str]) -> dict[str, str]:
+        """The same trigger with TLS to the source on: `enableTLS`, or an https:// address."""
+        model = self.adapter_class().metadata_model
+        tls = dict(metadata)
+        if "enableTLS" in set(model.keys()):
+            tls["enableTLS"] = "true"
+        for key in model.address_keys:
+            if tls.get(key, "").startswith("http://"):
+                tls[key] = "https://" + tls[key].removeprefix("http://")
+        return tls
 
     def test_different_object_has_a_different_source_key(self, new_source: SourceFactory) -> None:
         adapter = self.adapter_class()(AdapterContext())

@@ -81,6 +81,11 @@ class RedisConnectionMetadata(TriggerMetadata):
     def endpoint(self) -> str:
         return f"{'rediss' if self.enable_tls else 'redis'}://{self.address}/{self.database_index}"
 
+    @property
+    def tls_options(self) -> tuple[tuple[str, str], ...]:
+        """For the source key: a reading fetched without certificate checks must not serve a trigger with them."""
+        return (("verify", str(not self.unsafe_ssl).lower()),) if self.enable_tls else ()
+
 
 @dataclass(frozen=True, slots=True)
 class RedisEndpoint:

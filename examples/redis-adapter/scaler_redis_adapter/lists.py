@@ -33,6 +33,7 @@ class RedisListAdapter(RedisAdapter[RedisListMetadata]):
             object=metadata.list_name,
             mode="llen",
             identity=self.identity(metadata),
+            options=metadata.tls_options,
         )
 
     async def measure(self, metadata: RedisListMetadata) -> float:

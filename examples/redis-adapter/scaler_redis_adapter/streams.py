@@ -53,6 +53,7 @@ class RedisStreamsAdapter(RedisAdapter[RedisStreamsMetadata]):
             object=f"{metadata.stream}/{metadata.consumer_group}",
             mode=metadata.mode,
             identity=self.identity(metadata),
+            options=metadata.tls_options,
         )
 
     def metric_name_hint(self, metadata: RedisStreamsMetadata) -> str:

@@ -28,6 +28,7 @@ class RedisServer:
     host: str
     port: int
     password: str = ""
+    ca_file: str = ""  # set when the server speaks TLS only
     proc: subprocess.Popen[bytes] | None = None
     workdir: Path | None = None
     keys: list[str] = field(default_factory=list)
@@ -37,7 +38,8 @@ class RedisServer:
         return f"{self.host}:{self.port}"
 
     def client(self) -> redis.Redis:
-        return redis.Redis(host=self.host, port=self.port, password=self.password or None, decode_responses=True)
+        tls = {"ssl": True, "ssl_ca_certs": self.ca_file} if self.ca_file else {}
+        return redis.Redis(host=self.host, port=self.port, password=self.password or None, decode_responses=True, **tls)
 
     def unique_key(self, prefix: str) -> str:
         """A key no other test (or engineer) uses; deleted when the fixture ends."""
@@ -65,19 +67,63 @@ class RedisServer:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-def start_redis(*extra: str, password: str = "") -> RedisServer:
+def make_certificates(directory: Path) -> None:
+    """A throwaway CA and a server certificate for 127.0.0.1, made with the openssl command line."""
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=directory, check=True, capture_output=True, timeout=60)
+
+    openssl(
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=scaler-test-ca",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+    )
+    openssl(
+        "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=127.0.0.1", "-keyout", "server.key", "-out", "server.csr"
+    )
+    (directory / "san.cnf").write_text("subjectAltName=IP:127.0.0.1\n")
+    openssl(
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        "san.cnf",
+        "-out",
+        "server.pem",
+    )
+
+
+def start_redis(*extra: str, password: str = "", tls_port: int = 0, ca_file: str = "") -> RedisServer:
     """Debian's redis-server on a free loopback port, without persistence."""
     if not os.path.exists(REDIS_SERVER):
         pytest.fail("redis-server is not installed: run scripts/system-deps.sh (installs Debian's redis-server)")
     workdir = Path(tempfile.mkdtemp(prefix="scaler-redis-"))
-    port = free_port()
+    port = tls_port or free_port()
     args = [REDIS_SERVER, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"]
-    args += ["--dir", str(workdir), *extra]
+    args += ["--dir", str(workdir), *extra]  # a later --port (e.g. 0 for TLS only) wins
     if password:
         args += ["--requirepass", password]
     log = open(workdir / "redis.log", "wb")  # noqa: SIM115 - closed with the process
     proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    server = RedisServer("127.0.0.1", port, password, proc, workdir)
+    server = RedisServer("127.0.0.1", port, password, ca_file, proc, workdir)
     try:
         wait_for(server.ping, 15, f"redis-server on port {port}")
     except BaseException:
@@ -103,6 +149,33 @@ def redis_server() -> Iterator[RedisServer]:
     server = _shared_redis() or start_redis()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_tls() -> Iterator[RedisServer]:
+    """A Redis of our own that speaks only TLS, with a certificate from a throwaway CA (`ca_file`)."""
+    certs = Path(tempfile.mkdtemp(prefix="scaler-redis-tls-"))
+    make_certificates(certs)
+    port = free_port()
+    server = start_redis(
+        "--port",
+        "0",
+        "--tls-port",
+        str(port),
+        "--tls-cert-file",
+        str(certs / "server.pem"),
+        "--tls-key-file",
+        str(certs / "server.key"),
+        "--tls-ca-cert-file",
+        str(certs / "ca.pem"),
+        "--tls-auth-clients",
+        "no",
+        tls_port=port,
+        ca_file=str(certs / "ca.pem"),
+    )
+    yield server
+    server.stop()
+    shutil.rmtree(certs, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

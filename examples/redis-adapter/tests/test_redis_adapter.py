@@ -187,3 +187,23 @@ def _eventually(check: Callable[[], bool], timeout: float = 5) -> bool:
             return True
         time.sleep(0.1)
     return bool(check())
+
+
+def test_enable_tls_reads_over_tls_and_verifies_the_certificate(redis_tls: RedisServer) -> None:
+    key = redis_tls.unique_key("tls")
+    with redis_tls.client() as client:
+        client.rpush(key, "a", "b", "c", "d")
+    scaler = RunningScaler(["--source-timeout", "3"])
+    try:
+        trusted = list_trigger(redis_tls, key, enableTLS="true", caFile=redis_tls.ca_file)
+        assert scaler.value(trusted) == 4
+        assert scaler.value({**list_trigger(redis_tls, key, enableTLS="true"), "unsafeSsl": "true"}) == 4
+        with pytest.raises(grpc.RpcError) as untrusted:
+            scaler.metrics(list_trigger(redis_tls, key, enableTLS="true"))  # the test CA is not a system CA
+        with pytest.raises(grpc.RpcError) as plaintext:
+            scaler.metrics(list_trigger(redis_tls, key))
+    finally:
+        scaler.stop()
+    assert untrusted.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "certificate" in untrusted.value.details().lower()
+    assert plaintext.value.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
