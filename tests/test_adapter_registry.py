@@ -10,6 +10,7 @@ import logging
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -92,7 +93,7 @@ def plugin_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def on_path(plugin_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def on_path(plugin_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     monkeypatch.syspath_prepend(str(plugin_dir))
     yield plugin_dir
     for module in ("bad_plugins", "broken_plugin"):
