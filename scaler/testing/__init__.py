@@ -2,7 +2,7 @@
 
     from scaler.testing import AdapterContract, ContractSource, SourceFactory
 
-Needs pytest (it is a pytest base class); see docs/ADAPTERS.md for how to use it.
+Needs pytest (install `keda-queue-scaler[testing]`); docs/ADAPTERS.md says how to use it.
 """
 
 from ._contract import AdapterContract, ContractSource, SourceFactory
