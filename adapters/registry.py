@@ -24,21 +24,31 @@ def check_adapter_class(cls: Any, origin: str) -> type[Adapter[Any]]:
     name = getattr(cls, "name", None)
     if not isinstance(name, str) or not name:
         raise AdapterLoadError(f"{origin} has no `name`")
-    model = getattr(cls, "metadata_model", None)
-    if not (isinstance(model, type) and issubclass(model, TriggerMetadata)):
-        raise AdapterLoadError(f"adapter '{name}' ({origin}) has no `metadata_model` subclassing TriggerMetadata")
+    # First: a plugin built for another API version may not have the shape the checks below expect.
     if cls.api_version != API_VERSION:
         raise AdapterLoadError(
             f"adapter '{name}' ({origin}) was built for adapter API version {cls.api_version}, "
             f"this scaler provides version {API_VERSION}; upgrade the plugin or the scaler"
         )
+    model = getattr(cls, "metadata_model", None)
+    if not (isinstance(model, type) and issubclass(model, TriggerMetadata)):
+        raise AdapterLoadError(f"adapter '{name}' ({origin}) has no `metadata_model` subclassing TriggerMetadata")
+    keys = set(model.keys())
+    for role in ("target_key", "activation_key"):
+        key = getattr(model, role)
+        if key not in keys:
+            raise AdapterLoadError(
+                f"adapter '{name}' ({origin}): {model.__name__}.{role} is '{key}', which is not one of its keys"
+            )
     return cls
 
 
 def discover_adapter_classes() -> dict[str, type[Adapter[Any]]]:
     """Every installed adapter class by name. A broken plugin is logged and skipped, not fatal."""
     found: dict[str, type[Adapter[Any]]] = {}
-    for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+    # Built-ins first, so a plugin can never take a built-in adapter's name, whatever its entry point is called.
+    builtin = __name__.split(".")[0]
+    for ep in sorted(entry_points(group=ENTRY_POINT_GROUP), key=lambda e: (e.module.split(".")[0] != builtin, e.name)):
         origin = f"entry point '{ep.name}' = {ep.value}"
         try:
             cls = check_adapter_class(ep.load(), origin)

@@ -7,14 +7,17 @@ import asyncio
 import json
 import sys
 from collections.abc import Callable, Sequence
+from importlib.metadata import entry_points
 from typing import Any
 
-from adapters.api import describe_fields, discover_adapter_classes, redact
+from adapters.api import ENTRY_POINT_GROUP, Adapter, describe_fields, discover_adapter_classes, redact
 
 from . import __version__
 from .settings import Settings, SettingsError, load_settings, settings_table
 
 Command = Callable[[argparse.Namespace], int]
+DISTRIBUTION = "keda-queue-scaler"
+"""This project's distribution: adapters registered by it are the built-ins, every other one is a plugin."""
 _COMMANDS: dict[str, Command] = {}
 
 
@@ -42,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_serve_flags(sub.add_parser("serve", help="run the gRPC server (the default)"))
     adapters = sub.add_parser("adapters", help="list installed adapters and their metadata keys")
     adapters.add_argument("--format", choices=("text", "markdown", "json"), default="text")
+    adapters.add_argument(
+        "--builtin", action="store_true", help="only the adapters shipped with the scaler (what the README documents)"
+    )
     settings = sub.add_parser("settings", help="print every server setting")
     settings.add_argument("--format", choices=("markdown",), default="markdown")
     return parser
@@ -69,11 +75,34 @@ def _serve(args: argparse.Namespace) -> int:
         return 1
 
 
-def adapters_markdown() -> str:
-    """One table per installed adapter; the README embeds exactly this (a test keeps them equal)."""
-    out = []
+def adapter_origins() -> dict[str, tuple[str, str]]:
+    """`module:attr` of each entry point in the adapter group -> (distribution, version) that registered it."""
+    origins = {}
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        dist = ep.dist
+        origins[ep.value] = (dist.name, dist.version) if dist is not None else ("", "")
+    return origins
+
+
+def installed_adapters(builtin_only: bool = False) -> dict[str, tuple[type[Adapter[Any]], str]]:
+    """Every usable adapter by name, with the distribution that registered it ("" for the scaler's own)."""
+    origins = adapter_origins()
+    found = {}
     for name, cls in sorted(discover_adapter_classes().items()):
-        out.append(f"#### `adapter: {name}`\n\n{cls.description}\n")
+        dist, version = origins.get(f"{cls.__module__}:{cls.__qualname__}", ("", ""))
+        plugin = "" if dist == DISTRIBUTION else f"{dist or 'unknown'} {version}".strip()
+        if builtin_only and plugin:
+            continue
+        found[name] = (cls, plugin)
+    return found
+
+
+def adapters_markdown(builtin_only: bool = False) -> str:
+    """One table per adapter; the README embeds the built-ins' tables exactly (a test keeps them equal)."""
+    out = []
+    for name, (cls, plugin) in installed_adapters(builtin_only).items():
+        origin = f" (plugin: {plugin})" if plugin else ""
+        out.append(f"#### `adapter: {name}`{origin}\n\n{cls.description}\n")
         out.append("| key | type | required | default | description |\n|---|---|---|---|---|")
         for row in describe_fields(cls.metadata_model):
             default = "" if row["required"] or row["default"] in (None, "") else f"`{_plain(row['default'])}`"
@@ -102,9 +131,9 @@ def _plain(value: Any) -> str:
 @command("adapters")
 def _adapters(args: argparse.Namespace) -> int:
     if args.format == "markdown":
-        print(adapters_markdown(), end="")
+        print(adapters_markdown(args.builtin), end="")
         return 0
-    classes = discover_adapter_classes()
+    adapters = installed_adapters(args.builtin)
     if args.format == "json":
         print(
             json.dumps(
@@ -112,19 +141,20 @@ def _adapters(args: argparse.Namespace) -> int:
                     name: {
                         "description": cls.description,
                         "api_version": cls.api_version,
+                        "plugin": plugin or None,
                         "metadata": [
                             {**row, "default": None if row["secret"] else _json(row["default"])}
                             for row in describe_fields(cls.metadata_model)
                         ],
                     }
-                    for name, cls in sorted(classes.items())
+                    for name, (cls, plugin) in adapters.items()
                 },
                 indent=2,
             )
         )
         return 0
-    for name, cls in sorted(classes.items()):
-        print(f"{name}: {cls.description}")
+    for name, (cls, plugin) in adapters.items():
+        print(f"{name}{f' (plugin: {plugin})' if plugin else ''}: {cls.description}")
         for row in describe_fields(cls.metadata_model):
             need = "required" if row["required"] else f"default {_plain(row['default'])!r}"
             print(f"  {row['key']:<24} {need:<22} {row['description']}")

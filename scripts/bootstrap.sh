@@ -11,4 +11,10 @@ extra=""
 .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip 2>/dev/null || true
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".${extra}" 2>&1 \
   | grep -vE "^(WARNING: Location|  |!!|$)" || true
+if [ "${1:-}" = "--dev" ]; then
+  # The example plugin, installed like any third-party adapter: the tests find it through its entry points.
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e examples/redis-adapter 2>&1 \
+    | grep -vE "^(WARNING: Location|  |!!|$)" || true
+  .venv/bin/python -c "import scaler_redis_adapter"
+fi
 .venv/bin/python -c "import scaler, adapters.api" # fail loudly if the install did not work

@@ -13,7 +13,7 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 
 
 def generated_blocks() -> dict[str, str]:
-    return {"adapters": adapters_markdown().rstrip(), "settings": settings_table().rstrip()}
+    return {"adapters": adapters_markdown(builtin_only=True).rstrip(), "settings": settings_table().rstrip()}
 
 
 def render(text: str) -> str:
