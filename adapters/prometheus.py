@@ -155,7 +155,6 @@ class PrometheusAdapter(Adapter[PrometheusMetadata]):
 
     def source_key(self, metadata: PrometheusMetadata) -> SourceKey:
         basic = metadata.basic_auth
-        https = metadata.base_url.startswith("https://")
         return SourceKey(
             adapter=self.name,
             endpoint=metadata.base_url,
@@ -176,8 +175,6 @@ class PrometheusAdapter(Adapter[PrometheusMetadata]):
                 ("params", metadata.query_parameters),
                 ("namespace", metadata.namespace),
                 ("nulls", str(metadata.ignore_null_values)),
-                # A reading fetched without certificate checks must not serve a trigger that has them.
-                *((("verify", str(not metadata.unsafe_ssl)), ("ca", metadata.ca_file)) if https else ()),
             ),
         )
 
