@@ -192,6 +192,8 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
     try:
         return asyncio.run(_watch(args, resources))
+    except KeyboardInterrupt:  # Ctrl-C before the loop's own handler was installed
+        return EXIT_OK
     except (SettingsError, OSError) as exc:
         print(f"scaler: {redact(str(exc))}", file=sys.stderr)
         return EXIT_BAD_INPUT
