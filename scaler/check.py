@@ -59,7 +59,7 @@ async def open_client(args: argparse.Namespace) -> AsyncIterator[ScalerClient]:
     """A client to --address / each scalerAddress, or to an in-process engine with --local."""
     async with contextlib.AsyncExitStack() as stack:
         address = args.address
-        tls = TlsFiles(args.ca_cert, args.cert, args.key)
+        tls = TlsFiles.read(args.ca_cert, args.cert, args.key)
         if args.local:
             address = await stack.enter_async_context(local_scaler(args.config))
             tls = TlsFiles()

@@ -10,6 +10,7 @@ import os
 import sys
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import yaml
@@ -80,7 +81,7 @@ def read_manifests(paths: Iterable[str], *, need_address: bool) -> list[ScaledRe
 
 def _documents(path: str, name: str) -> Iterable[tuple[int, Any]]:
     try:
-        text = sys.stdin.read() if path == "-" else open(path, encoding="utf-8").read()  # noqa: SIM115
+        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise ManifestError(f"{name}: cannot read: {exc.strerror}") from None
     except UnicodeDecodeError:

@@ -48,19 +48,32 @@ class TriggerResult:
 
 @dataclass(frozen=True)
 class TlsFiles:
-    ca_cert: str = ""
-    cert: str = ""
-    key: str = ""
+    """PEM contents for the channel to the scaler (what KEDA takes from caCert / tlsClientCert / tlsClientKey)."""
+
+    ca_cert: bytes | None = None
+    cert: bytes | None = None
+    key: bytes | None = None
+
+    @classmethod
+    def read(cls, ca_cert: str, cert: str, key: str) -> TlsFiles:
+        """Raises OSError naming the file that cannot be read, before any call is made."""
+
+        def load(flag: str, path: str) -> bytes | None:
+            if not path:
+                return None
+            try:
+                return Path(path).read_bytes()
+            except OSError as exc:
+                raise OSError(f"{flag} {path}: {exc.strerror}") from None
+
+        return cls(load("--ca-cert", ca_cert), load("--cert", cert), load("--key", key))
 
     @property
     def given(self) -> bool:
         return bool(self.ca_cert or self.cert or self.key)
 
     def credentials(self) -> grpc.ChannelCredentials:
-        def read(path: str) -> bytes | None:
-            return Path(path).read_bytes() if path else None
-
-        return grpc.ssl_channel_credentials(read(self.ca_cert), read(self.key), read(self.cert))
+        return grpc.ssl_channel_credentials(self.ca_cert, self.key, self.cert)
 
 
 def ref(resource: ScaledResource, trigger: TriggerSpec) -> Any:
@@ -105,6 +118,10 @@ class ScalerClient:
     ) -> TriggerResult:
         """One KEDA poll: GetMetrics for every spec name, then IsActive; a failure is recorded, not raised."""
         result = TriggerResult(trigger)
+        problem = spec_problem(specs)
+        if problem:
+            result.error_code, result.error_message = "BAD_METRIC_SPEC", problem
+            return result
         stub = self.stub(trigger)
         try:
             for name, target in specs:
@@ -114,11 +131,12 @@ class ScalerClient:
                     result.metrics.append(
                         MetricReading(name, _float(value.metricValueFloat, value.metricValue), target)
                     )
+            if not result.metrics:
+                result.error_code, result.error_message = "NO_METRIC_VALUE", "GetMetrics returned no value"
+                return result
             result.active = bool((await stub.IsActive(ref(resource, trigger), timeout=self.timeout)).result)
         except aio.AioRpcError as error:
             record_error(result, error)
-        except OSError as error:  # unreadable TLS files
-            result.error_code, result.error_message = "TLS", redact(str(error))
         return result
 
     async def check(self, resource: ScaledResource, trigger: TriggerSpec) -> TriggerResult:
@@ -126,8 +144,6 @@ class ScalerClient:
             specs = await self.spec(resource, trigger)
         except aio.AioRpcError as error:
             return record_error(TriggerResult(trigger), error)
-        except OSError as error:
-            return TriggerResult(trigger, error_code="TLS", error_message=redact(str(error)))
         return await self.read(resource, trigger, specs)
 
     def stream_is_active(self, resource: ScaledResource, trigger: TriggerSpec) -> Any:
@@ -137,6 +153,16 @@ class ScalerClient:
         for channel in self._channels.values():
             await channel.close()
         self._channels.clear()
+
+
+def spec_problem(specs: list[tuple[str, float]]) -> str:
+    """Why the HPA could not use these metric specs ('' when it can)."""
+    if not specs:
+        return "GetMetricSpec returned no metric"
+    for name, target in specs:
+        if not target > 0:
+            return f"GetMetricSpec returned target {target} for {name}: the HPA needs a positive target"
+    return ""
 
 
 def record_error(result: TriggerResult, error: aio.AioRpcError) -> TriggerResult:
