@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -184,6 +185,8 @@ async def local_scaler(config: str = "") -> AsyncIterator[str]:
         {"grpc_address": "127.0.0.1:0", "http_address": "127.0.0.1:0", "shutdown_grace": 1, "config": config or None}
     )
     configure_logging("WARNING", "text")
+    # Per-call source errors are in the table already; repeated on stderr they would garble `watch`.
+    logging.getLogger("scaler.service").setLevel(logging.ERROR)
     server = ScalerServer(settings)
     await server.start()
     try:

@@ -38,17 +38,23 @@ class Decision:
     reason: str
 
 
+def _usage_ratio(reading: TriggerReading, current: int) -> float:
+    if reading.metric_type == "Value":
+        return reading.reading / reading.target
+    # AverageValue: the HPA compares the per-pod average with the target.
+    return reading.reading / (reading.target * current)
+
+
+def _outside_tolerance(reading: TriggerReading, current: int) -> bool:
+    return abs(_usage_ratio(reading, current) - 1) > TOLERANCE
+
+
 def proposal(reading: TriggerReading, current: int) -> int:
     """What the HPA proposes for one metric given `current` pods (its tolerance keeps `current`)."""
-    if reading.metric_type == "Value":
-        ratio = reading.reading / reading.target
-        if abs(ratio - 1) <= TOLERANCE:
-            return current
-        return math.ceil(ratio * current)
-    # AverageValue: the HPA compares the per-pod average with the target.
-    ratio = reading.reading / (reading.target * current)
-    if abs(ratio - 1) <= TOLERANCE:
+    if not _outside_tolerance(reading, current):
         return current
+    if reading.metric_type == "Value":
+        return math.ceil(_usage_ratio(reading, current) * current)
     return math.ceil(reading.reading / reading.target)
 
 
@@ -68,7 +74,10 @@ def desired_replicas(readings: Sequence[TriggerReading], bounds: Bounds, current
     wanted = max(proposals)
     floor = max(bounds.min_replicas, 1)
     replicas = min(max(wanted, floor), bounds.max_replicas)
-    if replicas == wanted:
+    held = any(p == working and not _outside_tolerance(r, working) for p, r in zip(proposals, readings, strict=True))
+    if replicas == wanted == working and held:
+        reason = f"max over triggers {wanted} (within the HPA's 10% tolerance of the current {working})"
+    elif replicas == wanted:
         reason = f"max over triggers {wanted}"
     elif replicas == bounds.max_replicas:
         reason = f"max over triggers {wanted}, capped at maxReplicaCount {bounds.max_replicas}"

@@ -101,7 +101,7 @@ def render_table(report: Report, history: History | None = None) -> str:
     headers = [*HEADERS, "HISTORY"] if history is not None else list(HEADERS)
     body = rows(report, history)
     full = [r for r in body if len(r) == len(headers)]
-    widths = [max(len(r[i]) for r in [headers, *full]) for i in range(len(headers))]
+    widths = [max(len(r[i]) for r in [headers, *(full if i >= 2 else body)]) for i in range(len(headers))]
     lines = [heading(report)]
     for row in [headers, *body]:
         if len(row) == len(headers):

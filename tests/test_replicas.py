@@ -60,6 +60,12 @@ def test_reason_says_when_the_maximum_caps() -> None:
     assert "capped at maxReplicaCount 10" in decision.reason
 
 
+def test_reason_says_when_the_tolerance_holds_the_count() -> None:
+    decision = desired_replicas([avg(42, 10), avg(1, 5, False)], Bounds(0, 20), 4)
+    assert (decision.replicas, decision.proposals) == (4, (4, 1))
+    assert decision.reason == "max over triggers 4 (within the HPA's 10% tolerance of the current 4)"
+
+
 def test_no_readable_trigger_keeps_the_current_count() -> None:
     assert desired_replicas([], Bounds(0, 10), 4).replicas == 4
 
