@@ -233,3 +233,17 @@ def test_from_env_keys_are_resolved_from_the_environment_like_keda(
     result = run_cli("check", path, "--address", scaler.address, env={"ORDERS_QUERY": orders})
     assert result.returncode == 0, result.stderr
     assert row(result.stdout, "0 orders")[4] == "25"
+
+
+def test_no_secret_reaches_the_output(tmp_path: Path) -> None:
+    # An unreachable Prometheus with credentials in its URL: the error names the source, not the password.
+    url = f"http://reader:s3cret-pw@127.0.0.1:{free_port()}"
+    trigger = {"type": "external", "name": "secret", "metadata": {"adapter": "prometheus", "serverAddress": url,
+               "query": "up", "threshold": "1", "password": "an0ther-secret", "username": "reader"}}  # fmt: skip
+    path = write(tmp_path, scaled_object("secret", [trigger]))
+    for output in ("table", "json"):
+        result = run_cli("check", path, "--local", "-o", output)
+        assert result.returncode == 1, result.stdout + result.stderr
+        assert "UNAVAILABLE" in result.stdout
+        assert "s3cret-pw" not in result.stdout + result.stderr
+        assert "an0ther-secret" not in result.stdout + result.stderr

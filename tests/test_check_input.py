@@ -11,7 +11,9 @@ from typing import Any
 
 import pytest
 
+from scaler import crd
 from scaler.crd import BUILT_IN, crd_schema, schema_errors
+from scaler.manifests import ManifestError, read_manifests
 from tests.test_check import run_cli
 
 TRIGGER = {
@@ -133,3 +135,21 @@ def test_built_in_schema_catches_what_check_reads_without_the_crd_files(kind: st
         ("spec.triggers[0].metadata", "is required"),
         ("spec.maxReplicaCount", "must be at least 1, got 0"),
     ]
+
+
+def test_without_the_crd_files_the_built_in_schema_is_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(crd, "CRD_DIR", tmp_path / "no-such-dir")
+    crd.crd_schema.cache_clear()
+    try:
+        good, bad = tmp_path / "good.yaml", tmp_path / "bad.yaml"
+        good.write_text(json.dumps(GOOD))
+        bad.write_text(with_spec(triggers=[{"type": "external"}]))
+        [resource] = read_manifests([str(good)], need_address=True)
+        assert (resource.name, resource.triggers[0].metadata["adapter"]) == ("orders", "prometheus")
+        with pytest.raises(ManifestError) as err:
+            read_manifests([str(bad)], need_address=True)
+        assert str(err.value) == (
+            f"{bad}, document 1: spec.triggers[0].metadata: is required [checked against the built-in schema]"
+        )
+    finally:
+        crd.crd_schema.cache_clear()
