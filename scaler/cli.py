@@ -50,7 +50,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     settings = sub.add_parser("settings", help="print every server setting")
     settings.add_argument("--format", choices=("markdown",), default="markdown")
+    _add_check_parsers(sub)
     return parser
+
+
+def _add_check_parsers(sub: Any) -> None:
+    from .check import add_probe_flags
+
+    check = sub.add_parser("check", help="ask the scaler about a ScaledObject's triggers and show what KEDA would do")
+    check.add_argument("files", nargs="+", metavar="FILE", help="ScaledObject / ScaledJob YAML ('-' for stdin)")
+    check.add_argument("--output", "-o", choices=("table", "json"), default="table")
+    add_probe_flags(check)
+    watch = sub.add_parser("watch", help="the check table, refreshed until Ctrl-C, with each reading's history")
+    watch.add_argument("files", nargs="+", metavar="FILE", help="ScaledObject / ScaledJob YAML ('-' for stdin)")
+    watch.add_argument("--interval", type=float, default=2.0, help="seconds between polls (default 2)")
+    add_probe_flags(watch)
 
 
 @command("serve")
@@ -163,6 +177,20 @@ def _adapters(args: argparse.Namespace) -> int:
 
 def _json(value: Any) -> Any:
     return value if isinstance(value, (str, int, float, bool, type(None))) else str(value)
+
+
+@command("check")
+def _check(args: argparse.Namespace) -> int:
+    from .check import run
+
+    return run(args)
+
+
+@command("watch")
+def _watch(args: argparse.Namespace) -> int:
+    from .watch import run
+
+    return run(args)
 
 
 @command("settings")
