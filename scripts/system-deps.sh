@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Debian packages the tests and benchmarks use: real brokers and servers, never mocks.
-# Installs only what is missing, so it is cheap on a machine that already has them.
+# Installs only what is missing, so it is cheap on a machine that already has them. kubectl (with
+# Kustomize v5) comes with the machine's Google Cloud CLI: Debian's kubernetes-client 1.20 is too old.
 set -euo pipefail
 need=()
 command -v prometheus >/dev/null 2>&1 || [ -x /usr/bin/prometheus ] || need+=(prometheus)
 command -v rabbitmq-server >/dev/null 2>&1 || [ -x /usr/sbin/rabbitmq-server ] || need+=(rabbitmq-server)
 command -v h2load >/dev/null 2>&1 || need+=(nghttp2-client)
 command -v redis-server >/dev/null 2>&1 || [ -x /usr/bin/redis-server ] || need+=(redis-server)
-command -v kubectl >/dev/null 2>&1 || need+=(kubernetes-client)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing Debian packages: ${need[*]}"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO=sudo
