@@ -18,8 +18,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from scaler.testing._process import FAST_RECONNECT  # noqa: E402
 from tests.fixtures._util import free_port  # noqa: E402
-from tests.fixtures.scaler import FAST_RECONNECT  # noqa: E402
 
 
 def time_to_serving() -> float:

@@ -27,6 +27,13 @@ from scaler._generated import externalscaler_pb2_grpc as pb_grpc
 
 T = TypeVar("T")
 
+# The first health checks race the server's start; default reconnect backoff would add ~1 s to every start.
+FAST_RECONNECT = [
+    ("grpc.initial_reconnect_backoff_ms", 20),
+    ("grpc.min_reconnect_backoff_ms", 20),
+    ("grpc.max_reconnect_backoff_ms", 200),
+]
+
 
 def free_port() -> int:
     """A loopback port nobody listens on right now."""
@@ -115,45 +122,67 @@ class RunningScaler:
         self.proc = subprocess.Popen(
             command, stdout=self._log, stderr=subprocess.STDOUT, env=full_env, start_new_session=True
         )
-        self.channel = grpc.insecure_channel(self.address)
+        self.channel = grpc.insecure_channel(self.address, options=FAST_RECONNECT)
         self.stub = pb_grpc.ExternalScalerStub(self.channel)
-        self._health = health_pb2_grpc.HealthStub(self.channel)
+        self.health = health_pb2_grpc.HealthStub(self.channel)
+        self._final_logs: str | None = None
         try:
             wait_for(self._serving, 20, "the scaler to report SERVING")
         except BaseException:
-            self.stop()
+            self.stop(signal.SIGKILL)  # never leave a half-started server behind
             raise
 
     def _serving(self) -> bool:
         if self.proc.poll() is not None:
             raise RuntimeError(f"scaler exited with {self.proc.returncode}: {self.logs()[-3000:]}")
         try:
-            response = self._health.Check(health_pb2.HealthCheckRequest(service=""), timeout=1)
+            response = self.health.Check(health_pb2.HealthCheckRequest(service=""), timeout=1)
         except grpc.RpcError:
             return False
         return bool(response.status == health_pb2.HealthCheckResponse.SERVING)
 
     def logs(self) -> str:
+        """Everything the server logged (still readable after stop())."""
+        if self._final_logs is not None:
+            return self._final_logs
         return self.log_path.read_text(errors="replace")
 
-    def spec(self, metadata: Mapping[str, str], timeout: float = 10) -> Any:
-        return self.stub.GetMetricSpec(scaled_object_ref(metadata), timeout=timeout)
+    # `name` and `namespace` are the ScaledObject's, as KEDA would send them.
 
-    def metrics(self, metadata: Mapping[str, str], metric_name: str = "", timeout: float = 30) -> Any:
-        request = pb.GetMetricsRequest(scaledObjectRef=scaled_object_ref(metadata), metricName=metric_name)
+    def spec(
+        self, metadata: Mapping[str, str], timeout: float = 10, *, name: str = "contract", namespace: str = "default"
+    ) -> Any:
+        return self.stub.GetMetricSpec(scaled_object_ref(metadata, name, namespace), timeout=timeout)
+
+    def metrics(
+        self,
+        metadata: Mapping[str, str],
+        metric_name: str = "",
+        timeout: float = 30,
+        *,
+        name: str = "contract",
+        namespace: str = "default",
+    ) -> Any:
+        request = pb.GetMetricsRequest(
+            scaledObjectRef=scaled_object_ref(metadata, name, namespace), metricName=metric_name
+        )
         return self.stub.GetMetrics(request, timeout=timeout)
 
-    def value(self, metadata: Mapping[str, str]) -> float:
+    def value(self, metadata: Mapping[str, str], *, name: str = "contract", namespace: str = "default") -> float:
         """GetMetricSpec, then GetMetrics under the name it returned, as KEDA does."""
-        name = self.spec(metadata).metricSpecs[0].metricName
-        return float(self.metrics(metadata, name).metricValues[0].metricValueFloat)
+        metric = self.spec(metadata, name=name, namespace=namespace).metricSpecs[0].metricName
+        response = self.metrics(metadata, metric, name=name, namespace=namespace)
+        return float(response.metricValues[0].metricValueFloat)
 
-    def is_active(self, metadata: Mapping[str, str], timeout: float = 30) -> bool:
-        return bool(self.stub.IsActive(scaled_object_ref(metadata), timeout=timeout).result)
+    def is_active(
+        self, metadata: Mapping[str, str], timeout: float = 30, *, name: str = "contract", namespace: str = "default"
+    ) -> bool:
+        request = scaled_object_ref(metadata, name, namespace)
+        return bool(self.stub.IsActive(request, timeout=timeout).result)
 
-    def stop(self, timeout: float = 20) -> int:
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
+            self.proc.send_signal(sig)
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
@@ -161,5 +190,7 @@ class RunningScaler:
                 self.proc.wait(5)
         self.channel.close()
         self._log.close()
+        if self._final_logs is None:
+            self._final_logs = self.logs()
         shutil.rmtree(self.workdir, ignore_errors=True)
         return int(self.proc.returncode)
