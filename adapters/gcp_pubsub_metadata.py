@@ -75,7 +75,7 @@ class PubSubMetadata(TriggerMetadata):
     monitoring_address: str = Field(
         "",
         description="monitoring: Prometheus-API base URL overriding Cloud Monitoring's "
-        "(a proxy, a test server); Google credentials are sent to *.googleapis.com only",
+        "(a proxy, a test server); Google credentials are sent to `*.googleapis.com` only",
     )
     peek_limit: int = Field(1000, gt=0, le=100_000, description="peek: at most this many messages are pulled")
     credentials: SecretStr = Field(

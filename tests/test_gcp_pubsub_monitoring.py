@@ -71,14 +71,14 @@ def mirror_backlog(scaler: ScalerProcess, exporter: Exporter, scraped: Prometheu
 def test_monitoring_reads_the_emulators_backlog_with_a_gauge_query(
     scaler: ScalerProcess,
     pubsub_emulator: PubSubEmulator,
-    exporter: Exporter,
     scraped: PrometheusServer,
     recording_proxy: RecordingProxy,
-    topic: str,
-    subscription: str,
 ) -> None:
+    topic = pubsub_emulator.topic()
+    subscription = pubsub_emulator.subscription(topic)
     pubsub_emulator.publish(topic, 37)
-    assert mirror_backlog(scaler, exporter, scraped, subscription) == 37
+    assert scraped.exporter is not None
+    assert mirror_backlog(scaler, scraped.exporter, scraped, subscription) == 37
     assert scaler.value(meta(recording_proxy, subscription)) == 37
     assert recording_proxy.queries() == [
         f'last_over_time({BACKLOG}{{project_id="{PROJECT}",subscription_id="{short(subscription)}"}}[120s])'
