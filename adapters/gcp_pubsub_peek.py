@@ -60,14 +60,21 @@ class PubSubClients:
         if credentials is None:
             self.channel = grpc.aio.insecure_channel(target, options=_CHANNEL_OPTIONS)
         else:
-            self.channel = SubscriberGrpcAsyncIOTransport.create_channel(
-                target, credentials=credentials.credentials, options=_CHANNEL_OPTIONS
-            )
+            # TLS only; the token goes per call (see `auth`), not through gRPC's metadata plugin, whose
+            # synchronous google-auth refresh could otherwise run on the event loop.
+            self.channel = grpc.aio.secure_channel(target, grpc.ssl_channel_credentials(), options=_CHANNEL_OPTIONS)
         self.target = target
+        self.credentials = credentials
         self.subscriber = SubscriberAsyncClient(transport=SubscriberGrpcAsyncIOTransport(channel=self.channel))
         self.publisher = PublisherAsyncClient(transport=PublisherGrpcAsyncIOTransport(channel=self.channel))
         # subscription path -> (trusted until, refusal or None)
         self.checked: dict[str, tuple[float, SourcePrecondition | None]] = {}
+
+    async def auth(self) -> tuple[tuple[str, str], ...]:
+        """Call metadata: a bearer token refreshed on a thread, or nothing for the emulator."""
+        if self.credentials is None:
+            return ()
+        return (("authorization", f"Bearer {await self.credentials.token()}"),)
 
     async def close(self) -> None:
         await self.channel.close()
@@ -106,7 +113,9 @@ async def check_peekable(clients: PubSubClients, subscription: str, timeout: flo
             raise cached[1].with_traceback(None)
         return
     with google_errors_as_adapter_errors(f"subscription '{subscription}'", clients.target, timeout):
-        info = await clients.subscriber.get_subscription(subscription=subscription, retry=None, timeout=timeout)
+        info = await clients.subscriber.get_subscription(
+            subscription=subscription, retry=None, timeout=timeout, metadata=await clients.auth()
+        )
     refusal: SourcePrecondition | None = None
     if info.dead_letter_policy.dead_letter_topic:
         refusal = SourcePrecondition(
@@ -138,6 +147,7 @@ async def peek_subscription(clients: PubSubClients, subscription: str, limit: in
                     return_immediately=True,
                     retry=None,
                     timeout=timeout,
+                    metadata=await clients.auth(),
                 )
                 received = response.received_messages
                 if not received:
@@ -164,16 +174,19 @@ async def _release(clients: PubSubClients, subscription: str, ack_ids: list[str]
                 ack_deadline_seconds=0,
                 retry=None,
                 timeout=timeout,
+                metadata=await clients.auth(),
             )
 
 
 async def topic_subscriptions(clients: PubSubClients, topic: str, timeout: float) -> list[str]:
     with google_errors_as_adapter_errors(f"topic '{topic}'", clients.target, timeout):
-        pager = await clients.publisher.list_topic_subscriptions(topic=topic, retry=None, timeout=timeout)
+        pager = await clients.publisher.list_topic_subscriptions(
+            topic=topic, retry=None, timeout=timeout, metadata=await clients.auth()
+        )
         names = [name async for name in pager]
         if not names:
             # An empty list may mean "no such topic" (the emulator answers so): ask, so NOT_FOUND is reported.
-            await clients.publisher.get_topic(topic=topic, retry=None, timeout=timeout)
+            await clients.publisher.get_topic(topic=topic, retry=None, timeout=timeout, metadata=await clients.auth())
         return names
 
 

@@ -269,3 +269,19 @@ def test_inline_credentials_that_are_not_json_are_unauthenticated_without_echo(
     assert "credentials" in err.value.details()
     assert secret not in err.value.details()
     assert "not-json" not in process.logs()
+
+
+def test_peek_on_google_loads_google_credentials_before_connecting(
+    start_scaler: StartScaler, broken_credentials_file: str
+) -> None:
+    # No PUBSUB_EMULATOR_HOST: a peek goes to pubsub.googleapis.com, so credentials are loaded first.
+    process = start_scaler(env=google_isolated_env(GOOGLE_APPLICATION_CREDENTIALS=broken_credentials_file))
+    metadata = {
+        "adapter": "gcp-pubsub",
+        "source": "peek",
+        "subscriptionName": f"projects/{PROJECT}/subscriptions/orders",
+    }
+    with pytest.raises(grpc.RpcError) as err:
+        process.metrics(metadata)
+    assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert "Application Default Credentials" in err.value.details()
