@@ -109,6 +109,13 @@ class PubSubMetadata(TriggerMetadata):
         parse_duration(value)
         return value
 
+    @field_validator("time_horizon")
+    @classmethod
+    def _check_window(cls, value: str) -> str:
+        if parse_duration(value) < 1:
+            raise ValueError("must be at least 1s (it is a PromQL range)")
+        return value
+
     @field_validator("monitoring_address")
     @classmethod
     def _check_url(cls, value: str) -> str:

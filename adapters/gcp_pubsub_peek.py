@@ -127,6 +127,9 @@ async def check_peekable(clients: PubSubClients, subscription: str, timeout: flo
             f"subscription '{subscription}' uses exactly-once delivery: releasing a peeked message can fail "
             "per message and then hides it from consumers until its ack deadline; use source: monitoring"
         )
+    # Forget expired checks while at it, so subscriptions nobody scales any more leave nothing behind.
+    for name in [name for name, (until, _) in clients.checked.items() if until <= now]:
+        del clients.checked[name]
     clients.checked[subscription] = (now + _CHECK_TTL, refusal)
     if refusal is not None:
         raise refusal

@@ -9,7 +9,7 @@ Two triggers watch each subscription through the real scaler over a real gRPC ch
 Trials run concurrently, each publishing at a random moment of the sampling period (a real publish does
 not know the sampling phase). Prints p50/p95 for both and their ratio, measured in the same run.
 
-    .venv/bin/python bench/pubsub_activation.py [--trials 20] [--sample-period 60] [--push-interval 1] [--cache-ttl 1]
+    .venv/bin/python bench/pubsub_activation.py [--trials 40] [--sample-period 60] [--push-interval 1] [--cache-ttl 1]
 
 A peek's latency is bounded by one poll (push interval, cache TTL) plus one peek: those are the knobs.
 """
@@ -17,6 +17,7 @@ A peek's latency is bounded by one poll (push interval, cache TTL) plus one peek
 from __future__ import annotations
 
 import argparse
+import math
 import random
 import statistics
 import sys
@@ -122,13 +123,14 @@ def trial(
 
 
 def percentile(values: list[float], p: float) -> float:
+    """Nearest-rank percentile."""
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered) + 0.5) - 1))]
+    return ordered[min(len(ordered) - 1, max(0, math.ceil(p / 100 * len(ordered)) - 1))]
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--trials", type=int, default=20)
+    parser.add_argument("--trials", type=int, default=40)
     parser.add_argument("--sample-period", type=float, default=60.0, help="the mirror's sampling period (s)")
     parser.add_argument("--push-interval", type=float, default=1.0, help="the scaler's push_interval (s)")
     parser.add_argument("--cache-ttl", type=float, default=1.0, help="the scaler's cache_ttl (s)")

@@ -51,6 +51,7 @@ def test_spec_never_needs_pubsub(scaler: ScalerProcess) -> None:
         (meta(mode="MessageRate"), "mode", "NumUndeliveredMessages"),
         (meta(aggregation="p99"), "aggregation", "percentileNN"),
         (meta(timeHorizon="two minutes"), "timeHorizon", "duration"),
+        (meta(timeHorizon="0s"), "timeHorizon", "at least 1s"),
         (meta(staleness="-1m"), "staleness", "duration"),
         (meta(source="metrics"), "source", "monitoring"),
         (meta(activationSource="monitoring"), "activationSource", "peek"),
