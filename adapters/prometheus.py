@@ -7,6 +7,7 @@ them, and the HTTP client is shared per endpoint instead of built per ScaledObje
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any, Literal
 from urllib.parse import unquote, urlsplit, urlunsplit
 
@@ -14,6 +15,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 
 from .api import (
     Adapter,
+    HttpClients,
     HttpEndpoint,
     InvalidMetadata,
     SourceKey,
@@ -194,21 +196,17 @@ class PrometheusAdapter(Adapter[PrometheusMetadata]):
         )
 
     async def query(self, metadata: PrometheusMetadata, timeout: float) -> Any:
-        """Run the instant query and return Prometheus' `data` object (shared with the Pub/Sub adapter)."""
-        parts = urlsplit(metadata.base_url)
-        url = urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/") + "/api/v1/query", "", ""))
-        body = await self.context.http.get_json(
-            url,
-            endpoint=self.endpoint(metadata),
-            source=f"Prometheus at {metadata.base_url}",
-            timeout=timeout,
-            params=metadata.params(),
+        """Run the instant query and return Prometheus' `data` object."""
+        return await instant_query(
+            self.context.http,
+            metadata.base_url,
+            metadata.params(),
             headers=metadata.headers(),
             auth=metadata.basic_auth,
+            endpoint=self.endpoint(metadata),
+            timeout=timeout,
+            source=f"Prometheus at {metadata.base_url}",
         )
-        if not isinstance(body, dict) or body.get("status") != "success" or not isinstance(body.get("data"), dict):
-            raise SourceUnavailable(f"Prometheus at {metadata.base_url} did not answer with a query result")
-        return body["data"]
 
     async def measure(self, metadata: PrometheusMetadata) -> float:
         timeout = self.timeout_seconds(metadata) or self.context.default_timeout
@@ -221,16 +219,46 @@ class PrometheusAdapter(Adapter[PrometheusMetadata]):
         return reduce_result(data, metadata)
 
 
-def reduce_result(data: Any, metadata: PrometheusMetadata) -> float:
-    """One number from a query result: the single series, or the declared aggregation of several."""
+async def instant_query(
+    http: HttpClients,
+    base_url: str,
+    params: list[tuple[str, str]],
+    *,
+    headers: Mapping[str, str],
+    auth: tuple[str, str] | None,
+    endpoint: HttpEndpoint,
+    timeout: float,
+    source: str,
+) -> Any:
+    """GET `<base_url>/api/v1/query` and return Prometheus' `data` object.
+
+    The one PromQL client of the project: any Prometheus-compatible API (Prometheus, Thanos, Cloud
+    Monitoring's PromQL endpoint for the Pub/Sub adapter) is read through here.
+    """
+    parts = urlsplit(base_url)
+    url = urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/") + "/api/v1/query", "", ""))
+    body = await http.get_json(
+        url, endpoint=endpoint, source=source, timeout=timeout, params=params, headers=headers, auth=auth
+    )
+    if not isinstance(body, dict) or body.get("status") != "success" or not isinstance(body.get("data"), dict):
+        raise SourceUnavailable(f"{source} did not answer with a query result")
+    return body["data"]
+
+
+def sample_values(data: Any) -> list[float]:
+    """The values of an instant query result (one per series; one for a scalar)."""
     kind = data.get("resultType")
     result = data.get("result")
     if kind == "scalar" and isinstance(result, list):
-        values = [_sample_value(result)]
-    elif kind == "vector" and isinstance(result, list):
-        values = [_sample_value(series.get("value")) for series in result if isinstance(series, dict)]
-    else:
-        raise InvalidMetadata("query", f"must return an instant vector or scalar, got a {kind or 'malformed'} result")
+        return [_sample_value(result)]
+    if kind == "vector" and isinstance(result, list):
+        return [_sample_value(series.get("value")) for series in result if isinstance(series, dict)]
+    raise InvalidMetadata("query", f"must return an instant vector or scalar, got a {kind or 'malformed'} result")
+
+
+def reduce_result(data: Any, metadata: PrometheusMetadata) -> float:
+    """One number from a query result: the single series, or the declared aggregation of several."""
+    values = sample_values(data)
     if not values:
         if metadata.ignore_null_values:
             return 0.0

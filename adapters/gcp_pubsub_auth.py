@@ -1,0 +1,100 @@
+"""Google credentials for the Pub/Sub adapter: loaded and refreshed on a thread, one object per identity.
+
+google-auth is synchronous (file reads, token HTTP calls, on GCE a metadata-server call), so every call
+into it runs in a worker thread: a slow token refresh must never stall the event loop and with it every
+other ScaledObject's reading.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import google.auth
+import google.auth.exceptions
+import google.auth.transport.requests
+
+from .api import AdapterError, SourceUnauthenticated, SourceUnavailable
+
+SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
+
+
+@dataclass(frozen=True)
+class CredentialsSource:
+    """Where credentials come from: inline JSON (credentialsFromEnv), a file, or ADC when both are empty."""
+
+    info: str = field(default="", repr=False)
+    file: str = ""
+
+    def describe(self) -> str:
+        if self.info:
+            return "the `credentials` JSON"
+        if self.file:
+            return f"credentials file {self.file}"
+        return "Application Default Credentials"
+
+
+class GoogleCredentials:
+    """One google-auth credentials object and its token, refreshed on a thread when it expires."""
+
+    def __init__(self, source: CredentialsSource, credentials: Any) -> None:
+        self.source = source
+        self.credentials = credentials
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    async def load(cls, source: CredentialsSource) -> GoogleCredentials:
+        return cls(source, await asyncio.to_thread(_load, source))
+
+    async def token(self) -> str:
+        # One refresh at a time per identity; callers arriving meanwhile reuse its token.
+        async with self._lock:
+            if not self.credentials.valid:
+                await asyncio.to_thread(self._refresh)
+            return str(self.credentials.token)
+
+    def _refresh(self) -> None:
+        try:
+            self.credentials.refresh(google.auth.transport.requests.Request())
+        except google.auth.exceptions.RefreshError as exc:
+            raise SourceUnauthenticated(
+                f"Google refused to issue a token for {self.source.describe()}: {_first_line(exc)}"
+            ) from None
+        except google.auth.exceptions.TransportError as exc:
+            raise SourceUnavailable(
+                f"cannot reach Google's token service for {self.source.describe()}: {_first_line(exc)}"
+            ) from None
+
+
+def _load(source: CredentialsSource) -> Any:
+    try:
+        if source.info:
+            try:
+                info = json.loads(source.info)
+            except json.JSONDecodeError:
+                # Never echo the content: it is a private key.
+                raise SourceUnauthenticated("the `credentials` value is not a JSON credentials document") from None
+            credentials, _ = google.auth.load_credentials_from_dict(info, scopes=SCOPES)  # type: ignore[no-untyped-call]
+        elif source.file:
+            credentials, _ = google.auth.load_credentials_from_file(  # type: ignore[no-untyped-call]
+                source.file, scopes=SCOPES
+            )
+        else:
+            credentials, _ = google.auth.default(scopes=SCOPES)
+    except google.auth.exceptions.DefaultCredentialsError as exc:
+        detail = "" if source.info else f": {_first_line(exc)}"
+        raise SourceUnauthenticated(f"cannot load Google credentials from {source.describe()}{detail}") from None
+    except AdapterError:
+        raise
+    except (OSError, ValueError) as exc:
+        raise SourceUnauthenticated(
+            f"cannot load Google credentials from {source.describe()}: {type(exc).__name__}"
+        ) from None
+    return credentials
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else type(exc).__name__
