@@ -22,7 +22,14 @@ from .api import (
 from .gcp_pubsub_auth import CredentialsSource, GoogleCredentials
 from .gcp_pubsub_metadata import EMULATOR_ENV, PubSubMetadata
 from .gcp_pubsub_monitoring import MonitoringReader, is_google_endpoint
-from .gcp_pubsub_peek import GOOGLE_PUBSUB, PeekResult, PubSubClients, peek_subscription, peek_topic
+from .gcp_pubsub_peek import (
+    GOOGLE_PUBSUB,
+    PeekResult,
+    PubSubClients,
+    import_client_library,
+    peek_subscription,
+    peek_topic,
+)
 
 _ClientKey = tuple[str, CredentialsSource | None]
 
@@ -123,6 +130,7 @@ class PubSubAdapter(Adapter[PubSubMetadata]):
     async def _create_clients(self, key: _ClientKey) -> PubSubClients:
         target, source = key
         credentials = None if source is None else await self.credentials.get(source)
+        await import_client_library()
         return PubSubClients(target, credentials)
 
     async def close_idle(self, max_idle: float) -> int:

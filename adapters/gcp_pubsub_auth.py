@@ -12,10 +12,6 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-import google.auth
-import google.auth.exceptions
-import google.auth.transport.requests
-
 from .api import AdapterError, SourceUnauthenticated, SourceUnavailable
 
 SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
@@ -56,6 +52,9 @@ class GoogleCredentials:
             return str(self.credentials.token)
 
     def _refresh(self) -> None:
+        import google.auth.exceptions  # deferred: google-auth is slow to import, and only Google endpoints need it
+        import google.auth.transport.requests
+
         try:
             self.credentials.refresh(google.auth.transport.requests.Request())
         except google.auth.exceptions.RefreshError as exc:
@@ -69,6 +68,9 @@ class GoogleCredentials:
 
 
 def _load(source: CredentialsSource) -> Any:
+    import google.auth  # deferred: see _refresh
+    import google.auth.exceptions
+
     try:
         if source.info:
             try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,10 +18,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import grpc
-from google.api_core import exceptions as google_errors
-from google.pubsub_v1 import PublisherAsyncClient, SubscriberAsyncClient
-from google.pubsub_v1.services.publisher.transports import PublisherGrpcAsyncIOTransport
-from google.pubsub_v1.services.subscriber.transports import SubscriberGrpcAsyncIOTransport
 
 from .api import (
     SourceNotFound,
@@ -53,10 +50,21 @@ class PeekResult:
     oldest_age: float  # seconds; 0 when nothing was seen
 
 
+async def import_client_library() -> None:
+    """Import google-cloud-pubsub on a thread, so the event loop keeps serving while it loads."""
+    await asyncio.to_thread(importlib.import_module, "google.pubsub_v1")
+
+
 class PubSubClients:
     """One gRPC channel with a subscriber and a publisher client on it, for one endpoint and identity."""
 
     def __init__(self, target: str, credentials: GoogleCredentials | None) -> None:
+        # Deferred: google-cloud-pubsub takes ~0.5 s to import, and a scaler without Pub/Sub triggers
+        # should not pay that at start-up. The adapter imports it on a thread before the first client.
+        from google.pubsub_v1 import PublisherAsyncClient, SubscriberAsyncClient
+        from google.pubsub_v1.services.publisher.transports import PublisherGrpcAsyncIOTransport
+        from google.pubsub_v1.services.subscriber.transports import SubscriberGrpcAsyncIOTransport
+
         if credentials is None:
             self.channel = grpc.aio.insecure_channel(target, options=_CHANNEL_OPTIONS)
         else:
@@ -83,6 +91,8 @@ class PubSubClients:
 @contextlib.contextmanager
 def google_errors_as_adapter_errors(what: str, target: str, timeout: float) -> Iterator[None]:
     """google.api_core errors -> the adapter errors the engine maps to gRPC codes, naming the object."""
+    from google.api_core import exceptions as google_errors  # deferred with the client (see PubSubClients)
+
     try:
         yield
     except google_errors.NotFound:
