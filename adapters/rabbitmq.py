@@ -17,9 +17,7 @@ from .api import (
     Adapter,
     AdapterContext,
     HttpEndpoint,
-    InvalidMetadata,
     SourceKey,
-    SourceRejectedQuery,
     TriggerMetadata,
     credentials_identity,
 )
@@ -43,8 +41,8 @@ class RabbitMQMetadata(TriggerMetadata):
     address_keys = ("host",)
 
     host: str = Field(
-        description="amqp://, amqps://, http:// or https:// URL of the broker (management API for http), "
-        "optionally ending in /<vhost>"
+        description="amqp://, amqps://, http:// or https:// URL of the broker (the management API for http), "
+        "optionally ending in the vhost, e.g. amqp://rabbitmq:5672/orders"
     )
     queue_name: str = Field(min_length=1, description="Queue name, or a regex over queue names with `useRegex`")
     protocol: Literal["auto", "amqp", "http"] = Field(
@@ -263,10 +261,7 @@ class RabbitMQAdapter(Adapter[RabbitMQMetadata]):
         )
         if not metadata.use_regex:
             return await read_queue(self.context.http, query)
-        try:
-            return await read_matching(self.context.http, query, metadata.page_size, metadata.operation)
-        except SourceRejectedQuery as exc:
-            raise InvalidMetadata("queueName", f"the broker rejected the regex: {exc.message}") from None
+        return await read_matching(self.context.http, query, metadata.page_size, metadata.operation)
 
 
 def reading(stats: QueueStats, metadata: RabbitMQMetadata) -> float:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 from urllib.parse import quote
 
-from .api import HttpClients, HttpEndpoint, SourceNotFound, SourceTimeout, SourceUnavailable
+from .api import HttpClients, HttpEndpoint, SourceNotFound, SourceRejectedQuery, SourceTimeout, SourceUnavailable
 
 Operation = Literal["sum", "max", "avg"]
 
@@ -136,6 +136,10 @@ async def read_matching(http: HttpClients, query: ManagementQuery, page_size: in
             )
         except SourceNotFound:
             raise SourceNotFound(f"vhost '{query.vhost}' not found ({query.source} answered 404)") from None
+        except SourceRejectedQuery:
+            if page == 1:
+                raise
+            break  # queues were deleted while we paged ("page out of range"): the next reading sees the rest
         if not isinstance(body, dict) or not isinstance(body.get("items"), list):
             raise SourceUnavailable(f"{query.source} did not return a page of queues")
         found.extend(stats_of(item) for item in body["items"])
