@@ -172,6 +172,11 @@ class RabbitMQAdapter(Adapter[RabbitMQMetadata]):
         self.amqp = AmqpClients()
         self.pools.append(self.amqp.pool)
 
+    async def close_idle(self, max_idle: float) -> int:
+        closed = await super().close_idle(max_idle)
+        self.amqp.forget_idle_targets()
+        return closed
+
     def source_key(self, metadata: RabbitMQMetadata) -> SourceKey:
         user, password = metadata.credentials or ("", "")
         return SourceKey(

@@ -88,6 +88,7 @@ class AmqpClient:
         self.connection = connection
         self._channel: Any = None
         self._lock = asyncio.Lock()
+        self._closing: set[asyncio.Task[None]] = set()  # held so the loop cannot drop them half-way
 
     @property
     def broken(self) -> bool:
@@ -104,7 +105,9 @@ class AmqpClient:
         if self._channel is channel:
             self._channel = None
         if not channel.is_closed:
-            asyncio.get_running_loop().create_task(_close_quietly(channel))
+            task = asyncio.get_running_loop().create_task(_close_quietly(channel))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
 
     async def close(self) -> None:
         await self.connection.close()
@@ -139,7 +142,7 @@ class AmqpClients:
         try:
             channel = await client.channel()
         except (amqp_errors.AMQPError, ConnectionError, RuntimeError) as exc:
-            await self.pool.discard(target)
+            await self._drop(target, client)
             raise SourceUnavailable(f"RabbitMQ at {target.endpoint}: the connection broke ({_reason(exc)})") from None
         try:
             declared = await channel.queue_declare(queue, passive=True)
@@ -157,7 +160,7 @@ class AmqpClients:
         except (amqp_errors.AMQPError, ConnectionError, RuntimeError) as exc:
             client.forget_channel(channel)
             if client.broken:
-                await self.pool.discard(target)
+                await self._drop(target, client)
             raise SourceUnavailable(f"RabbitMQ at {target.endpoint} failed the query: {_reason(exc)}") from None
         return int(declared.message_count or 0)
 
@@ -165,9 +168,14 @@ class AmqpClients:
         client = await self._pooled(target, timeout)
         if client.broken:
             # The broker went away since the last reading: drop the dead connection and dial again.
-            await self.pool.discard(target)
+            await self._drop(target, client)
             client = await self._pooled(target, timeout)
         return client
+
+    async def _drop(self, target: AmqpTarget, client: AmqpClient) -> None:
+        """Discard the pooled connection only if it is still this one: a concurrent reading may have replaced it."""
+        if target in self.pool and await self.pool.get(target) is client:
+            await self.pool.discard(target)
 
     async def _pooled(self, target: AmqpTarget, timeout: float) -> AmqpClient:
         self._connect_timeout[target] = timeout
@@ -229,6 +237,15 @@ class AmqpClients:
     @staticmethod
     async def _hang_up(client: AmqpClient) -> None:
         await client.close()
+
+    def forget_idle_targets(self) -> None:
+        """Drop dial settings and backoff of targets with no pooled connection and no pending retry."""
+        now = time.monotonic()
+        for target in [t for t in self._connect_timeout if t not in self.pool]:
+            backoff = self._backoff.get(target)
+            if backoff is None or backoff.retry_at < now:
+                self._connect_timeout.pop(target, None)
+                self._backoff.pop(target, None)
 
 
 def _closed_error(exc: amqp_errors.ConnectionClosed, target: AmqpTarget) -> AdapterError:

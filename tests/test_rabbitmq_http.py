@@ -41,26 +41,33 @@ def snapshot(info: dict[str, Any]) -> tuple[float, float, float, float]:
     )
 
 
-def read_against_broker(
-    scaler: ScalerProcess,
+Stats = tuple[float, float, float, float]  # messages, ready, publish rate, deliver_get rate
+
+
+def against_broker(
     rabbitmq: RabbitBroker,
-    metadata: dict[str, str],
-    expected: Callable[[float, float, float, float], float],
+    queue: str,
+    read: Callable[[], float],
+    expected: Callable[[Stats], float],
+    when: Callable[[Stats], bool] = lambda stats: True,
 ) -> float:
-    """The scaler's reading, checked against KEDA's formula on the broker's stats of the same moment."""
+    """`read()` (a reading or an activity) checked against KEDA's rule on the broker's stats of that moment.
 
-    def settled() -> float | None:
-        before = snapshot(rabbitmq.queue_info(metadata["queueName"]))
+    The broker's rates move every few seconds (and drop to 0 between samples): a comparison counts only
+    when the stats were the same before and after the read, and `when` holds for them.
+    """
+
+    def settled() -> tuple[float] | None:
+        before = snapshot(rabbitmq.queue_info(queue))
         time.sleep(0.25)  # past the module scaler's cache TTL: the next reading is fresh
-        got = scaler.value(metadata)
-        after = snapshot(rabbitmq.queue_info(metadata["queueName"]))
-        if before != after:
-            return None  # the broker published new stats meanwhile; try again
-        assert got == pytest.approx(max(0.0, expected(*before)), abs=1e-6), (got, before)
-        return got
+        got = read()
+        after = snapshot(rabbitmq.queue_info(queue))
+        if before != after or not when(before):
+            return None
+        assert got == pytest.approx(max(0.0, expected(before)), abs=1e-6), (got, before)
+        return (got,)
 
-    value: float = wait_for(settled, 30, "a reading taken on stable broker stats")
-    return value
+    return wait_for(settled, 30, f"a reading of {queue} taken on stable broker stats")[0]
 
 
 @pytest.fixture(scope="module")
@@ -172,40 +179,61 @@ def test_regex_matching_nothing_reads_zero(scaler: ScalerProcess, rabbitmq: Rabb
 
 def test_message_rate_is_the_publish_rate(scaler: ScalerProcess, rabbitmq: RabbitBroker, busy: dict[str, str]) -> None:
     metadata = meta(rabbitmq.http_host(), busy["published"], mode="MessageRate", value="10")
-    value = read_against_broker(scaler, rabbitmq, metadata, lambda m, r, pub, dg: pub)
+    value = against_broker(
+        rabbitmq, busy["published"], lambda: scaler.value(metadata), lambda s: s[2], lambda s: s[2] > 0
+    )
     assert 5 < value < 60  # published at about 20 a second
-    assert scaler.is_active(metadata) is True
+    assert scaler.is_active(metadata) is True  # messages are waiting, whatever the rate of the moment
 
 
 def test_deliver_get_rate_is_the_consumption_rate(
     scaler: ScalerProcess, rabbitmq: RabbitBroker, busy: dict[str, str]
 ) -> None:
     metadata = meta(rabbitmq.http_host(), busy["flowing"], mode="DeliverGetRate", value="10")
-    value = read_against_broker(scaler, rabbitmq, metadata, lambda m, r, pub, dg: dg)
+    value = against_broker(
+        rabbitmq, busy["flowing"], lambda: scaler.value(metadata), lambda s: s[3], lambda s: s[3] > 0
+    )
     assert 5 < value < 60
 
 
 def test_published_to_delivered_ratio(scaler: ScalerProcess, rabbitmq: RabbitBroker, busy: dict[str, str]) -> None:
     metadata = meta(rabbitmq.http_host(), busy["flowing"], mode="PublishedToDeliveredRatio", value="1.1")
-    value = read_against_broker(scaler, rabbitmq, metadata, lambda m, r, pub, dg: pub / dg if pub and dg else 0.0)
+    value = against_broker(
+        rabbitmq,
+        busy["flowing"],
+        lambda: scaler.value(metadata),
+        lambda s: s[2] / s[3],
+        lambda s: s[2] > 0 and s[3] > 0,
+    )
     assert 0.3 < value < 3  # consumed about as fast as published
 
 
 def test_expected_queue_consumption_time(scaler: ScalerProcess, rabbitmq: RabbitBroker, busy: dict[str, str]) -> None:
     metadata = meta(rabbitmq.http_host(), busy["draining"], mode="ExpectedQueueConsumptionTime", value="30")
-    value = read_against_broker(scaler, rabbitmq, metadata, lambda m, r, pub, dg: (pub - dg) / dg + m / dg)
+    value = against_broker(
+        rabbitmq,
+        busy["draining"],
+        lambda: scaler.value(metadata),
+        lambda s: (s[2] - s[3]) / s[3] + s[0] / s[3],
+        lambda s: s[3] > 0,
+    )
     assert value > 10  # about 200 messages at about 5 a second
     assert scaler.is_active(metadata) is True
 
 
+@pytest.mark.parametrize("mode", ["PublishedToDeliveredRatio", "ExpectedQueueConsumptionTime"])
 def test_nobody_consuming_reads_the_activation_value_and_is_active(
-    scaler: ScalerProcess, rabbitmq: RabbitBroker, busy: dict[str, str]
+    scaler: ScalerProcess, rabbitmq: RabbitBroker, busy: dict[str, str], mode: str
 ) -> None:
     # KEDA's rule for a queue with traffic and no consumer (e.g. scaled to zero): activate.
-    for mode in ("PublishedToDeliveredRatio", "ExpectedQueueConsumptionTime"):
-        metadata = meta(rabbitmq.http_host(), busy["published"], mode=mode, value="2", activationValue="3")
-        assert scaler.value(metadata) == 3
-        assert scaler.is_active(metadata) is True
+    queue = busy["published"]
+    metadata = meta(rabbitmq.http_host(), queue, mode=mode, value="2", activationValue="3")
+
+    def publishing(stats: Stats) -> bool:
+        return stats[2] > 0  # the rule applies while the broker reports a publish rate
+
+    assert against_broker(rabbitmq, queue, lambda: scaler.value(metadata), lambda s: 3.0, publishing) == 3
+    assert against_broker(rabbitmq, queue, lambda: float(scaler.is_active(metadata)), lambda s: 1.0, publishing)
 
 
 def test_message_rate_is_active_with_waiting_messages_and_no_publishing(
