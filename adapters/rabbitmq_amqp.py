@@ -192,6 +192,7 @@ class AmqpClients:
         except AdapterError as error:
             delay = min(_BACKOFF_MAX, backoff.delay * 2) if backoff else _BACKOFF_FIRST
             self._backoff[target] = _Backoff(delay, time.monotonic() + delay, error)
+            log.warning("AMQP dial failed: %s; next attempt in %.1fs", error.message, delay)
             raise
         self._backoff.pop(target, None)
         return client

@@ -187,3 +187,18 @@ def test_stopped_broker_is_unavailable_and_readings_resume_after_restart(
     wait_for(reads_again, 30, "readings to resume after the broker restarted")
     assert len(wait_for(lambda: broker.scaler_connections(scaler.proc.pid, "/"), 10, "a connection")) == 1
     assert scaler.metric("scaler_pooled_clients", pool="rabbitmq-amqp") == 1
+
+
+def test_unreachable_broker_is_dialled_with_backoff_not_on_every_reading(start_scaler: StartScaler) -> None:
+    scaler = start_scaler(cache_ttl=0.05, error_cache_ttl=0.05)
+    metadata = meta(f"amqp://guest:guest@127.0.0.1:{free_port()}/", "q")
+    deadline = time.monotonic() + 3
+    readings = 0
+    while time.monotonic() < deadline:
+        assert error_of(lambda: scaler.value(metadata)).code() == grpc.StatusCode.UNAVAILABLE
+        readings += 1
+        time.sleep(0.05)
+    dials = scaler.logs().count("AMQP dial failed")
+    assert readings > 20
+    # Backoff 0.5 s, 1 s, 2 s ...: at most 4 dials in 3 s, however often KEDA asks.
+    assert 2 <= dials <= 4, dials
