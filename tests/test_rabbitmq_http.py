@@ -169,6 +169,14 @@ def test_regex_reads_every_page(
     assert scaler.value(metadata) == expected
 
 
+def test_every_page_and_every_trigger_share_one_pooled_http_client(
+    scaler: ScalerProcess, rabbitmq: RabbitBroker, five_matching: str
+) -> None:
+    for operation in ("sum", "max", "avg"):
+        scaler.value(meta(rabbitmq.http_host(), five_matching, useRegex="true", pageSize="1", operation=operation))
+    assert scaler.metric("scaler_pooled_clients", pool="http") == 1  # one management endpoint, one pool
+
+
 def test_regex_matching_nothing_reads_zero(scaler: ScalerProcess, rabbitmq: RabbitBroker) -> None:
     assert scaler.value(meta(rabbitmq.http_host(), "^nothing-matches-this-.*", useRegex="true")) == 0
     assert scaler.is_active(meta(rabbitmq.http_host(), "^nothing-matches-this-.*", useRegex="true")) is False
