@@ -1,0 +1,305 @@
+"""RabbitMQ: queue depth and rates with the parameters of KEDA's rabbitmq scaler.
+
+AMQP reads the ready-message count with a passive queue.declare on a pooled connection (see
+rabbitmq_amqp); HTTP reads the management API's queue object (see rabbitmq_http), which is also the only
+way to get rates, unacknowledged messages, regex matches and stream queues. The numbers and the
+activity rules of each mode are KEDA's (pkg/scalers/rabbitmq_scaler.go).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+from urllib.parse import unquote, urlsplit
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+
+from .api import (
+    Adapter,
+    AdapterContext,
+    HttpEndpoint,
+    SourceKey,
+    TriggerMetadata,
+    credentials_identity,
+)
+from .rabbitmq_amqp import AmqpClients, AmqpTarget
+from .rabbitmq_http import ManagementQuery, Operation, QueueStats, read_matching, read_queue
+
+Mode = Literal[
+    "QueueLength", "MessageRate", "DeliverGetRate", "PublishedToDeliveredRatio", "ExpectedQueueConsumptionTime"
+]
+RATE_MODES = ("MessageRate", "DeliverGetRate", "PublishedToDeliveredRatio", "ExpectedQueueConsumptionTime")
+# Modes whose activity is not simply "value > activationValue" in KEDA.
+_OWN_ACTIVITY = ("MessageRate", "PublishedToDeliveredRatio", "ExpectedQueueConsumptionTime")
+DEFAULT_QUEUE_LENGTH = 20.0
+_SCHEMES = {"amqp": "amqp", "amqps": "amqp", "http": "http", "https": "http"}
+_DEFAULT_PORTS = {"amqp": 5672, "amqps": 5671, "http": 80, "https": 443}
+
+
+class RabbitMQMetadata(TriggerMetadata):
+    """Trigger metadata for `adapter: rabbitmq` (names as in KEDA's rabbitmq scaler)."""
+
+    address_keys = ("host",)
+
+    host: str = Field(
+        description="amqp://, amqps://, http:// or https:// URL of the broker (the management API for http), "
+        "optionally ending in the vhost, e.g. amqp://rabbitmq:5672/orders"
+    )
+    queue_name: str = Field(min_length=1, description="Queue name, or a regex over queue names with `useRegex`")
+    protocol: Literal["auto", "amqp", "http"] = Field(
+        "auto", description="amqp, http, or auto (from the `host` scheme)"
+    )
+    mode: Mode | None = Field(
+        None,
+        description="QueueLength, MessageRate, DeliverGetRate, PublishedToDeliveredRatio or "
+        "ExpectedQueueConsumptionTime (QueueLength with value 20 when neither mode nor value is set)",
+    )
+    value: float | None = Field(None, description="Target per replica (HPA target); required with `mode`")
+    activation_value: float = Field(0.0, description="Active when the reading is strictly greater than this")
+    queue_length: float | None = Field(None, description="Deprecated: use `mode: QueueLength` and `value`")
+    vhost_name: str = Field("", description="Vhost; overrides the one in `host` (default `/`)")
+    use_regex: bool = Field(False, description="`queueName` is a regex; every matching queue counts (HTTP only)")
+    operation: Operation = Field("sum", description="How `useRegex` combines queues: sum, max or avg")
+    page_size: int = Field(
+        100, ge=1, le=500, description="Queues per management API page with `useRegex` (every page is read)"
+    )
+    exclude_unacknowledged: bool = Field(
+        False, description="QueueLength counts ready messages only (HTTP only; AMQP always does)"
+    )
+    timeout: int | None = Field(None, gt=0, description="Query timeout in milliseconds (default: the server's)")
+    unsafe_ssl: bool = Field(False, description="Skip TLS certificate verification")
+    username: str = Field("", description="User; overrides the one in `host` (give with `password`)")
+    password: SecretStr = Field(SecretStr(""), description="Password (prefer a named connection)")
+    ca_file: str = Field("", description="CA bundle path in the scaler pod, for a private CA")
+    cert_file: str = Field("", description="Client certificate path in the scaler pod (with `keyFile`)")
+    key_file: str = Field("", description="Client key path in the scaler pod (with `certFile`)")
+
+    @field_validator("host")
+    @classmethod
+    def _check_host(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme not in _SCHEMES:
+            raise ValueError(f"unknown URL scheme '{parts.scheme}'; use amqp://, amqps://, http:// or https://")
+        if not parts.hostname:
+            raise ValueError("must be a URL with a host, e.g. amqp://rabbitmq:5672/")
+        try:
+            _ = parts.port
+        except ValueError:
+            raise ValueError("has an invalid port") from None
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> RabbitMQMetadata:
+        scheme_protocol = _SCHEMES[urlsplit(self.host).scheme]
+        if self.protocol not in ("auto", scheme_protocol):
+            raise ValueError(f"protocol: '{self.protocol}' does not match the {urlsplit(self.host).scheme}:// host")
+        if bool(self.username) != bool(self.password.get_secret_value()):
+            raise ValueError("username: `username` and `password` must be given together")
+        if bool(self.cert_file) != bool(self.key_file):
+            raise ValueError("certFile: `certFile` and `keyFile` must be given together")
+        if (self.cert_file or self.ca_file) and urlsplit(self.host).scheme not in ("amqps", "https"):
+            raise ValueError("certFile: TLS files need an amqps:// or https:// host")
+        http_only = "needs the management API: an http:// or https:// host"
+        if self.use_regex and scheme_protocol != "http":
+            raise ValueError(f"useRegex: {http_only}")
+        if self.exclude_unacknowledged and scheme_protocol != "http":
+            raise ValueError(f"excludeUnacknowledged: {http_only}")
+        if self.queue_length is not None and (self.mode is not None or self.value is not None):
+            raise ValueError("queueLength: is deprecated and cannot be combined with `mode`/`value`; use those")
+        if self.queue_length is None and (self.mode is None) != (self.value is None):
+            missing = "mode" if self.mode is None else "value"
+            raise ValueError(f"{missing}: is required when `{'value' if missing == 'mode' else 'mode'}` is set")
+        if self.measure_mode in RATE_MODES and scheme_protocol != "http":
+            raise ValueError(f"mode: {self.measure_mode} {http_only}")
+        return self
+
+    # --- what the model resolves to ------------------------------------------------------------
+
+    @property
+    def measure_mode(self) -> Mode:
+        return self.mode or "QueueLength"
+
+    @property
+    def target(self) -> float:
+        if self.value is not None:
+            return self.value
+        return self.queue_length if self.queue_length is not None else DEFAULT_QUEUE_LENGTH
+
+    @property
+    def uses_http(self) -> bool:
+        return _SCHEMES[urlsplit(self.host).scheme] == "http"
+
+    @property
+    def credentials(self) -> tuple[str, str] | None:
+        """`username`/`password` win over the URL's userinfo (as in KEDA)."""
+        if self.username:
+            return self.username, self.password.get_secret_value()
+        parts = urlsplit(self.host)
+        if parts.username:
+            return unquote(parts.username), unquote(parts.password or "")
+        return None
+
+    @property
+    def vhost(self) -> str:
+        if self.vhost_name:
+            return self.vhost_name
+        path = urlsplit(self.host).path
+        # AMQP: the whole path is the vhost. HTTP: the last segment is, anything before it is a path prefix.
+        segment = path.rsplit("/", 1)[-1] if self.uses_http else path.removeprefix("/")
+        return unquote(segment) or "/"
+
+    @property
+    def endpoint(self) -> str:
+        """scheme://host:port (plus the management API's path prefix), never with userinfo."""
+        parts = urlsplit(self.host)
+        host = parts.hostname or ""
+        host = f"[{host}]" if ":" in host else host
+        prefix = parts.path.rsplit("/", 1)[0] if self.uses_http else ""
+        return f"{parts.scheme}://{host}:{parts.port or _DEFAULT_PORTS[parts.scheme]}{prefix}"
+
+    def secrets(self) -> list[str]:
+        found = super().secrets()
+        password = urlsplit(self.host).password
+        return [*found, unquote(password)] if password else found
+
+
+class RabbitMQAdapter(Adapter[RabbitMQMetadata]):
+    name = "rabbitmq"
+    metadata_model = RabbitMQMetadata
+    description = "Queue depth or message rates of a RabbitMQ queue (AMQP or the management API)"
+
+    def __init__(self, context: AdapterContext) -> None:
+        super().__init__(context)
+        self.amqp = AmqpClients()
+        self.pools.append(self.amqp.pool)
+
+    async def close_idle(self, max_idle: float) -> int:
+        closed = await super().close_idle(max_idle)
+        self.amqp.forget_idle_targets()
+        return closed
+
+    def source_key(self, metadata: RabbitMQMetadata) -> SourceKey:
+        user, password = metadata.credentials or ("", "")
+        return SourceKey(
+            adapter=self.name,
+            endpoint=metadata.endpoint,
+            object=f"{metadata.vhost}/{metadata.queue_name}",
+            mode=metadata.measure_mode,
+            identity=credentials_identity(user, password, metadata.cert_file, metadata.key_file),
+            options=(
+                ("regex", str(metadata.use_regex)),
+                ("operation", metadata.operation if metadata.use_regex else ""),
+                ("excludeUnacknowledged", str(metadata.exclude_unacknowledged)),
+                ("tls", f"{not metadata.unsafe_ssl},{metadata.ca_file}"),
+            ),
+        )
+
+    def activation_source_key(self, metadata: RabbitMQMetadata) -> SourceKey | None:
+        if metadata.measure_mode not in _OWN_ACTIVITY:
+            return None
+        # These modes' activity depends on activationValue, so it is its own reading.
+        key = self.source_key(metadata)
+        return SourceKey(
+            key.adapter,
+            key.endpoint,
+            key.object,
+            f"{key.mode}/activity",
+            key.identity,
+            (*key.options, ("activationValue", repr(metadata.activation_target))),
+        )
+
+    def metric_name_hint(self, metadata: RabbitMQMetadata) -> str:
+        return metadata.queue_name
+
+    def timeout_seconds(self, metadata: RabbitMQMetadata) -> float | None:
+        return metadata.timeout / 1000 if metadata.timeout else None
+
+    async def measure(self, metadata: RabbitMQMetadata) -> float:
+        if not metadata.uses_http:
+            target = self._amqp_target(metadata)
+            return float(await self.amqp.message_count(target, metadata.queue_name, self._timeout(metadata)))
+        return reading(await self._stats(metadata), metadata)
+
+    async def measure_activation(self, metadata: RabbitMQMetadata) -> float:
+        stats = await self._stats(metadata)
+        value = reading(stats, metadata)
+        # The engine calls a source active when the reading > activationValue; a reading just above it
+        # says "active" for KEDA's extra rules (e.g. messages waiting and nobody consuming).
+        return (
+            metadata.activation_target + 1
+            if is_active(stats, metadata) and value <= metadata.activation_target
+            else value
+        )
+
+    def _timeout(self, metadata: RabbitMQMetadata) -> float:
+        return self.timeout_seconds(metadata) or self.context.default_timeout
+
+    def _amqp_target(self, metadata: RabbitMQMetadata) -> AmqpTarget:
+        parts = urlsplit(metadata.host)
+        user, password = metadata.credentials or ("guest", "guest")  # the AMQP URI default
+        return AmqpTarget(
+            host=parts.hostname or "",
+            port=parts.port or _DEFAULT_PORTS[parts.scheme],
+            tls=parts.scheme == "amqps",
+            vhost=metadata.vhost,
+            username=user,
+            password=password,
+            verify=not metadata.unsafe_ssl,
+            ca_file=metadata.ca_file,
+            cert_file=metadata.cert_file,
+            key_file=metadata.key_file,
+        )
+
+    async def _stats(self, metadata: RabbitMQMetadata) -> QueueStats:
+        query = ManagementQuery(
+            base_url=metadata.endpoint,
+            endpoint=HttpEndpoint.for_url(
+                metadata.endpoint,
+                verify=not metadata.unsafe_ssl,
+                ca_file=metadata.ca_file or None,
+                cert_file=metadata.cert_file or None,
+                key_file=metadata.key_file or None,
+            ),
+            vhost=metadata.vhost,
+            queue=metadata.queue_name,
+            auth=metadata.credentials,
+            timeout=self._timeout(metadata),
+        )
+        if not metadata.use_regex:
+            return await read_queue(self.context.http, query)
+        return await read_matching(self.context.http, query, metadata.page_size, metadata.operation)
+
+
+def reading(stats: QueueStats, metadata: RabbitMQMetadata) -> float:
+    """The number KEDA's rabbitmq scaler reports for this mode."""
+    messages = stats.ready if metadata.exclude_unacknowledged else stats.messages
+    publish, deliver = stats.publish_rate, stats.deliver_get_rate
+    mode = metadata.measure_mode
+    if mode == "MessageRate":
+        return publish
+    if mode == "DeliverGetRate":
+        return deliver
+    if mode == "PublishedToDeliveredRatio":
+        if publish > 0 and deliver == 0:
+            return metadata.activation_target
+        return publish / deliver if publish > 0 and deliver > 0 else 0.0
+    if mode == "ExpectedQueueConsumptionTime":
+        if messages == 0:
+            return 0.0  # an empty queue drains in no time, even with nobody consuming (kedacore/keda#8033)
+        if deliver == 0:
+            return metadata.activation_target
+        return (publish - deliver) / deliver + messages / deliver
+    return messages
+
+
+def is_active(stats: QueueStats, metadata: RabbitMQMetadata) -> bool:
+    """KEDA's activity rule for this mode."""
+    value, threshold = reading(stats, metadata), metadata.activation_target
+    messages = stats.ready if metadata.exclude_unacknowledged else stats.messages
+    mode = metadata.measure_mode
+    if mode == "MessageRate":
+        return value > threshold or messages > threshold
+    if mode == "PublishedToDeliveredRatio":
+        return value > threshold or (stats.publish_rate > 0 and stats.deliver_get_rate == 0)
+    if mode == "ExpectedQueueConsumptionTime":
+        return value > threshold or (stats.deliver_get_rate == 0 and messages > 0)
+    return value > threshold

@@ -1,0 +1,148 @@
+"""RabbitMQ's management HTTP API: one queue object, or every page of a regex match, reduced to QueueStats.
+
+Requests go through the engine's shared HTTP clients (one pool per management endpoint). Unlike KEDA,
+a regex match is read page by page to the end instead of failing past the first page (kedacore/keda#7143).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+from urllib.parse import quote
+
+from .api import HttpClients, HttpEndpoint, SourceNotFound, SourceRejectedQuery, SourceTimeout, SourceUnavailable
+
+Operation = Literal["sum", "max", "avg"]
+
+# Only the fields a reading needs: a queue object with full stats is several kilobytes.
+_COLUMNS = ",".join(
+    (
+        "name",
+        "messages",
+        "messages_ready",
+        "message_stats.publish_details.rate",
+        "message_stats.deliver_get_details.rate",
+    )
+)
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    messages: float  # ready + unacknowledged
+    ready: float
+    publish_rate: float
+    deliver_get_rate: float
+
+
+@dataclass(frozen=True, slots=True)
+class ManagementQuery:
+    """Where and how to ask: `base_url` is scheme://host:port plus any path prefix, without userinfo."""
+
+    base_url: str
+    endpoint: HttpEndpoint
+    vhost: str
+    queue: str
+    auth: tuple[str, str] | None
+    timeout: float
+
+    @property
+    def queues_url(self) -> str:
+        return f"{self.base_url}/api/queues/{quote(self.vhost, safe='')}"
+
+    @property
+    def source(self) -> str:
+        return f"the RabbitMQ management API at {self.base_url}"
+
+
+def _number(value: Any) -> float:
+    # Stats are absent until the broker has emitted them for a new or idle queue: that reads as 0.
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0.0
+
+
+def _rate(item: dict[str, Any], name: str) -> float:
+    stats = item.get("message_stats")
+    details = stats.get(name) if isinstance(stats, dict) else None
+    return _number(details.get("rate")) if isinstance(details, dict) else 0.0
+
+
+def stats_of(item: Any) -> QueueStats:
+    if not isinstance(item, dict):
+        raise SourceUnavailable("the RabbitMQ management API returned a queue that is not a JSON object")
+    return QueueStats(
+        messages=_number(item.get("messages")),
+        ready=_number(item.get("messages_ready")),
+        publish_rate=_rate(item, "publish_details"),
+        deliver_get_rate=_rate(item, "deliver_get_details"),
+    )
+
+
+def combine(stats: Sequence[QueueStats], operation: Operation) -> QueueStats:
+    """Several matched queues as one, field by field; no match reads as an empty queue (as in KEDA)."""
+    if not stats:
+        return QueueStats(0.0, 0.0, 0.0, 0.0)
+    columns = list(zip(*((s.messages, s.ready, s.publish_rate, s.deliver_get_rate) for s in stats), strict=True))
+    if operation == "max":
+        values = [max(c) for c in columns]
+    elif operation == "avg":
+        values = [sum(c) / len(c) for c in columns]
+    else:
+        values = [sum(c) for c in columns]
+    return QueueStats(*values)
+
+
+async def read_queue(http: HttpClients, query: ManagementQuery) -> QueueStats:
+    url = f"{query.queues_url}/{quote(query.queue, safe='')}"
+    try:
+        item = await http.get_json(
+            url,
+            endpoint=query.endpoint,
+            source=query.source,
+            timeout=query.timeout,
+            params=[("columns", _COLUMNS)],
+            auth=query.auth,
+        )
+    except SourceNotFound:
+        raise SourceNotFound(
+            f"queue '{query.queue}' not found in vhost '{query.vhost}' ({query.source} answered 404)"
+        ) from None
+    return stats_of(item)
+
+
+async def read_matching(http: HttpClients, query: ManagementQuery, page_size: int, operation: Operation) -> QueueStats:
+    """Every queue whose name matches the regex in `query.queue`, over every page, combined by `operation`."""
+    deadline = time.monotonic() + query.timeout
+    found: list[QueueStats] = []
+    page, page_count = 1, 1
+    while page <= page_count:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise SourceTimeout(f"{query.source} did not return all pages within {query.timeout:g}s")
+        try:
+            body = await http.get_json(
+                query.queues_url,
+                endpoint=query.endpoint,
+                source=query.source,
+                timeout=remaining,
+                params=[
+                    ("page", str(page)),
+                    ("page_size", str(page_size)),
+                    ("use_regex", "true"),
+                    ("name", query.queue),
+                    ("columns", _COLUMNS),
+                ],
+                auth=query.auth,
+            )
+        except SourceNotFound:
+            raise SourceNotFound(f"vhost '{query.vhost}' not found ({query.source} answered 404)") from None
+        except SourceRejectedQuery:
+            if page == 1:
+                raise
+            break  # queues were deleted while we paged ("page out of range"): the next reading sees the rest
+        if not isinstance(body, dict) or not isinstance(body.get("items"), list):
+            raise SourceUnavailable(f"{query.source} did not return a page of queues")
+        found.extend(stats_of(item) for item in body["items"])
+        page_count = int(_number(body.get("page_count")))
+        page += 1
+    return combine(found, operation)
