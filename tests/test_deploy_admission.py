@@ -70,7 +70,11 @@ class AdmissionPolicy:
         for expression, message, message_expression in self.validations:
             if self._evaluate(expression, activation, "validation"):
                 continue
-            text = str(self._evaluate(message_expression, activation, "messageExpression")) if message_expression else message
+            text = (
+                str(self._evaluate(message_expression, activation, "messageExpression"))
+                if message_expression
+                else message
+            )
             denied.append(text)
         return denied
 

@@ -79,7 +79,9 @@ def _adapter_class(name: str, metadata: dict[str, str]) -> Any:
 
 
 @pytest.mark.parametrize("case", TRIGGERS, ids=[_id(c) for c in TRIGGERS])
-def test_example_trigger_keys_are_declared_by_its_adapter(case: tuple[str, dict[str, Any], int, dict[str, Any]]) -> None:
+def test_example_trigger_keys_are_declared_by_its_adapter(
+    case: tuple[str, dict[str, Any], int, dict[str, Any]],
+) -> None:
     name, _, _, trigger = case
     metadata = trigger["metadata"]
     model = _adapter_class(name, metadata).metadata_model
@@ -107,7 +109,7 @@ def test_example_trigger_is_accepted_by_the_scaler(
 
 def test_a_broken_example_would_be_caught(production_scaler: ScalerProcess) -> None:
     # The check above can fail: a trigger with a typo in its target is refused by the same server.
-    name, obj, _, trigger = next(c for c in TRIGGERS if c[3]["metadata"]["adapter"] == "prometheus")
+    _, obj, _, trigger = next(c for c in TRIGGERS if c[3]["metadata"]["adapter"] == "prometheus")
     metadata = {**trigger["metadata"], "threshold": "fifty"}
     with pytest.raises(grpc.RpcError) as caught:
         production_scaler.spec(metadata, name=obj["metadata"]["name"], namespace=obj["metadata"]["namespace"])

@@ -70,7 +70,9 @@ def test_rendered_objects_are_valid_kubernetes(directory: str, version: str) -> 
             kubernetes_validate.validate(obj, version, strict=True)
         except kubernetes_validate.ValidationError as exc:
             path = ".".join(str(p) for p in exc.path)
-            raise AssertionError(f"deploy/{directory}: {_label(obj)} invalid for Kubernetes {version}: {path}: {exc.message}")
+            raise AssertionError(
+                f"deploy/{directory}: {_label(obj)} invalid for Kubernetes {version}: {path}: {exc.message}"
+            ) from None
         validated += 1
     assert validated > 0, f"deploy/{directory} has no built-in Kubernetes object to validate"
 
@@ -98,7 +100,7 @@ def test_keda_objects_match_kedas_crd_schema(where: str, obj: dict[str, Any]) ->
 
 def test_keda_crd_schema_rejects_an_unknown_field() -> None:
     # The strict schema is what makes the test above worth something: a typo must not pass.
-    name, obj = next((n, o) for n, o in example_objects() if o["kind"] == "ScaledObject")
+    obj = next(o for _, o in example_objects() if o["kind"] == "ScaledObject")
     obj = yaml.safe_load(yaml.safe_dump(obj))
     obj["spec"]["minReplicas"] = 0
     with pytest.raises(jsonschema.ValidationError, match="minReplicas"):
@@ -130,9 +132,7 @@ def test_service_monitor_scrapes_the_metrics_port_of_one_service() -> None:
     selector = monitor["spec"]["selector"]["matchLabels"]
     port = monitor["spec"]["endpoints"][0]["port"]
     selected = [
-        s
-        for s in base
-        if s["kind"] == "Service" and selector.items() <= s["metadata"].get("labels", {}).items()
+        s for s in base if s["kind"] == "Service" and selector.items() <= s["metadata"].get("labels", {}).items()
     ]
     with_port = [s for s in selected if any(p["name"] == port for p in s["spec"]["ports"])]
     assert len(with_port) == 1, "exactly one Service must carry the metrics port, or pods are scraped twice"
@@ -355,9 +355,7 @@ def test_keda_presents_a_client_certificate_from_the_same_ca() -> None:
     refs = {r["parameter"]: r for r in auth["spec"]["secretTargetRef"]}
     assert set(refs) == {"caCert", "tlsClientCert", "tlsClientKey"}
     secrets = {r["name"] for r in refs.values()}
-    client_cert = next(
-        o for o in objects if o["kind"] == "Certificate" and o["spec"]["secretName"] in secrets
-    )
+    client_cert = next(o for o in objects if o["kind"] == "Certificate" and o["spec"]["secretName"] in secrets)
     server_cert = next(
         o for o in objects if o["kind"] == "Certificate" and o["metadata"]["namespace"] == "keda-scalers"
     )
@@ -409,7 +407,9 @@ def test_examples_use_only_connections_the_production_config_defines() -> None:
             assert defined["adapter"] == trigger["metadata"]["adapter"], f"{name}: adapter of {connection}"
             allowed = defined.get("namespaces")
             assert allowed is None or obj["metadata"]["namespace"] in allowed, f"{name}: namespace not allowed"
-            fixed = set(defined.get("metadata", {})) | set(defined.get("fromFile", {})) | set(defined.get("fromEnv", {}))
+            fixed = (
+                set(defined.get("metadata", {})) | set(defined.get("fromFile", {})) | set(defined.get("fromEnv", {}))
+            )
             assert not fixed & set(trigger["metadata"]), f"{name}: overrides a key its connection sets"
     assert used >= 2
 
@@ -438,7 +438,12 @@ def test_scale_from_zero_example_is_push_and_can_reach_zero() -> None:
 
 def test_production_includes_monitoring_and_admission() -> None:
     kinds = {o["kind"] for o in _objects("overlays/production")}
-    assert {"ServiceMonitor", "PrometheusRule", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"} <= kinds
+    assert {
+        "ServiceMonitor",
+        "PrometheusRule",
+        "ValidatingAdmissionPolicy",
+        "ValidatingAdmissionPolicyBinding",
+    } <= kinds
     dashboard = find(_objects("overlays/production"), "ConfigMap", "keda-queue-scaler-dashboard")
     assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
 

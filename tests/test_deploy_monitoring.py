@@ -215,7 +215,9 @@ def _rule_file(tmp_path: Path, *, annotations: bool = True) -> Path:
     if not annotations:
         # promtool's unit tests compare annotations too; the firing test is about expressions and labels
         # (the templates are checked by `promtool check rules`).
-        groups = [{**g, "rules": [{k: v for k, v in r.items() if k != "annotations"} for r in g["rules"]]} for g in groups]
+        groups = [
+            {**g, "rules": [{k: v for k, v in r.items() if k != "annotations"} for r in g["rules"]]} for g in groups
+        ]
     path = tmp_path / ("rules.yaml" if annotations else "rules-without-annotations.yaml")
     path.write_text(yaml.safe_dump({"groups": groups}))
     return path
@@ -231,6 +233,8 @@ def test_rules_pass_promtool_check(tmp_path: Path) -> None:
 def test_alerts_fire_on_the_series_they_watch(tmp_path: Path) -> None:
     target = 'job="keda-queue-scaler", namespace="keda-scalers", pod="scaler-0"'
     so = f'{target}, exported_namespace="shop", scaledobject="checkout", metric="prometheus-q"'
+    rabbitmq = 'adapter="rabbitmq"'
+    invalid = 'code="INVALID_ARGUMENT"'
     tests = {
         "rule_files": [str(_rule_file(tmp_path, annotations=False))],
         "evaluation_interval": "1m",
@@ -250,7 +254,7 @@ def test_alerts_fire_on_the_series_they_watch(tmp_path: Path) -> None:
                     # Every query takes between 1 and 2.5 s: p99 above the 2 s line.
                     *(
                         {
-                            "series": f'scaler_source_query_duration_seconds_bucket{{{target}, adapter="rabbitmq", le="{le}"}}',
+                            "series": f'scaler_source_query_duration_seconds_bucket{{{target}, {rabbitmq}, le="{le}"}}',
                             "values": values,
                         }
                         for le, values in (("1", "0x30"), ("2.5", "0+10x30"), ("+Inf", "0+10x30"))
@@ -266,36 +270,82 @@ def test_alerts_fire_on_the_series_they_watch(tmp_path: Path) -> None:
                         "values": "0+10x30",
                     },
                     {
-                        "series": f'scaler_grpc_requests_total{{{target}, method="GetMetricSpec", code="INVALID_ARGUMENT"}}',
+                        "series": f'scaler_grpc_requests_total{{{target}, method="GetMetricSpec", {invalid}}}',
                         "values": "0+10x30",
                     },
                 ],
                 "alert_rule_test": [
-                    {"eval_time": "20m", "alertname": "KedaQueueScalerDown", "exp_alerts": [
-                        {"exp_labels": {"severity": "critical"}}
-                    ]},
-                    {"eval_time": "20m", "alertname": "KedaQueueScalerSourceErrors", "exp_alerts": [
-                        {"exp_labels": {"severity": "warning", "adapter": "rabbitmq"}}
-                    ]},
-                    {"eval_time": "20m", "alertname": "KedaQueueScalerStaleReading", "exp_alerts": [
-                        {"exp_labels": {"severity": "warning", "exported_namespace": "shop",
-                                        "scaledobject": "checkout", "metric": "prometheus-q"}}
-                    ]},
-                    {"eval_time": "20m", "alertname": "KedaQueueScalerServingLastKnown", "exp_alerts": [
-                        {"exp_labels": {"severity": "warning", "exported_namespace": "shop",
-                                        "scaledobject": "checkout", "metric": "prometheus-q"}}
-                    ]},
-                    {"eval_time": "20m", "alertname": "KedaQueueScalerRPCErrors", "exp_alerts": [
-                        {"exp_labels": {"severity": "warning"}}
-                    ]},
-                    {"eval_time": "20m", "alertname": "KedaQueueScalerSlowSourceQueries", "exp_alerts": [
-                        {"exp_labels": {"severity": "warning", "adapter": "rabbitmq"}}
-                    ]},
-                    {"eval_time": "20m", "alertname": "KedaQueueScalerInvalidTriggers", "exp_alerts": [
-                        {"exp_labels": {"severity": "info", "method": "GetMetricSpec"}}
-                    ]},
+                    {
+                        "eval_time": "20m",
+                        "alertname": "KedaQueueScalerDown",
+                        "exp_alerts": [{"exp_labels": {"severity": "critical"}}],
+                    },
+                    {
+                        "eval_time": "20m",
+                        "alertname": "KedaQueueScalerSourceErrors",
+                        "exp_alerts": [{"exp_labels": {"severity": "warning", "adapter": "rabbitmq"}}],
+                    },
+                    {
+                        "eval_time": "20m",
+                        "alertname": "KedaQueueScalerStaleReading",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {
+                                    "severity": "warning",
+                                    "exported_namespace": "shop",
+                                    "scaledobject": "checkout",
+                                    "metric": "prometheus-q",
+                                }
+                            }
+                        ],
+                    },
+                    {
+                        "eval_time": "20m",
+                        "alertname": "KedaQueueScalerServingLastKnown",
+                        "exp_alerts": [
+                            {
+                                "exp_labels": {
+                                    "severity": "warning",
+                                    "exported_namespace": "shop",
+                                    "scaledobject": "checkout",
+                                    "metric": "prometheus-q",
+                                }
+                            }
+                        ],
+                    },
+                    {
+                        "eval_time": "20m",
+                        "alertname": "KedaQueueScalerRPCErrors",
+                        "exp_alerts": [{"exp_labels": {"severity": "warning"}}],
+                    },
+                    {
+                        "eval_time": "20m",
+                        "alertname": "KedaQueueScalerSlowSourceQueries",
+                        "exp_alerts": [{"exp_labels": {"severity": "warning", "adapter": "rabbitmq"}}],
+                    },
+                    {
+                        "eval_time": "20m",
+                        "alertname": "KedaQueueScalerInvalidTriggers",
+                        "exp_alerts": [{"exp_labels": {"severity": "info", "method": "GetMetricSpec"}}],
+                    },
                 ],
-            }
+            },
+            {
+                # Errors the caller caused (a bad trigger, KEDA closing a stream) are not the scaler failing.
+                "interval": "1m",
+                "input_series": [
+                    {
+                        "series": f'scaler_grpc_requests_total{{{target}, method="{method}", code="{code}"}}',
+                        "values": "0+10x30",
+                    }
+                    for method, code in (
+                        ("GetMetrics", "OK"),
+                        ("GetMetricSpec", "INVALID_ARGUMENT"),
+                        ("StreamIsActive", "CANCELLED"),
+                    )
+                ],
+                "alert_rule_test": [{"eval_time": "20m", "alertname": "KedaQueueScalerRPCErrors", "exp_alerts": []}],
+            },
         ],
     }
     path = tmp_path / "tests.yaml"
@@ -323,4 +373,3 @@ def test_probes_succeed_against_a_running_server(
         else:
             response = httpx.get(f"{process.http_url}{probe['httpGet']['path']}", timeout=5)
             assert response.status_code == 200, f"{directory} {kind}: {response.status_code}"
-
