@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import httpx
 import pytest
 import yaml
@@ -120,7 +121,7 @@ def exported(prometheus: PrometheusServer) -> Iterator[tuple[ScalerProcess, dict
     process.is_active(metadata, name="checkout", namespace="shop")
     stream = process.stream_is_active(metadata, name="checkout", namespace="shop")
     stream.next()
-    with pytest.raises(Exception, match="threshold"):
+    with pytest.raises(grpc.RpcError, match="threshold"):
         process.spec({**metadata, "threshold": "0"})  # an INVALID_ARGUMENT series
     series: dict[str, set[str]] = {}
     for family in text_string_to_metric_families(process.metrics_text()):
