@@ -44,17 +44,13 @@ GRPC_PORT = default_port("grpc_address")
 HTTP_PORT = default_port("http_address")
 
 
-def _objects(directory: str) -> tuple[dict[str, Any], ...]:
-    return render(directory)
-
-
 def _label(obj: dict[str, Any]) -> str:
     return f"{obj['kind']}/{obj['metadata']['name']}"
 
 
 @pytest.mark.parametrize("directory", KUSTOMIZATIONS)
 def test_kustomization_renders(directory: str) -> None:
-    objects = _objects(directory)
+    objects = render(directory)
     assert objects, f"deploy/{directory} rendered no objects"
     assert all({"apiVersion", "kind", "metadata"} <= set(o) for o in objects)
 
@@ -63,7 +59,7 @@ def test_kustomization_renders(directory: str) -> None:
 @pytest.mark.parametrize("directory", KUSTOMIZATIONS)
 def test_rendered_objects_are_valid_kubernetes(directory: str, version: str) -> None:
     validated = 0
-    for obj in _objects(directory):
+    for obj in render(directory):
         if obj["kind"] in CUSTOM_KINDS:
             continue
         try:
@@ -78,7 +74,7 @@ def test_rendered_objects_are_valid_kubernetes(directory: str, version: str) -> 
 
 
 def _keda_objects() -> list[tuple[str, dict[str, Any]]]:
-    found = [(f"deploy/{d}", o) for d in KUSTOMIZATIONS for o in _objects(d) if o["kind"] in KEDA_KINDS]
+    found = [(f"deploy/{d}", o) for d in KUSTOMIZATIONS for o in render(d) if o["kind"] in KEDA_KINDS]
     found += [(f"deploy/examples/{name}", o) for name, o in example_objects() if o["kind"] in KEDA_KINDS]
     return found
 
@@ -110,7 +106,7 @@ def test_keda_crd_schema_rejects_an_unknown_field() -> None:
 @pytest.mark.parametrize("directory", ["monitoring", "overlays/production"])
 def test_monitoring_objects_have_the_prometheus_operator_shape(directory: str) -> None:
     # No schema for these CRDs is available here; check the fields Prometheus Operator needs.
-    objects = _objects(directory)
+    objects = render(directory)
     monitor = find(objects, "ServiceMonitor")
     assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
     endpoints = monitor["spec"]["endpoints"]
@@ -127,8 +123,8 @@ def test_monitoring_objects_have_the_prometheus_operator_shape(directory: str) -
 
 
 def test_service_monitor_scrapes_the_metrics_port_of_one_service() -> None:
-    base = _objects("base")
-    monitor = find(_objects("monitoring"), "ServiceMonitor")
+    base = render("base")
+    monitor = find(render("monitoring"), "ServiceMonitor")
     selector = monitor["spec"]["selector"]["matchLabels"]
     port = monitor["spec"]["endpoints"][0]["port"]
     selected = [
@@ -140,12 +136,12 @@ def test_service_monitor_scrapes_the_metrics_port_of_one_service() -> None:
     service_port = next(p for p in with_port[0]["spec"]["ports"] if p["name"] == port)
     assert _container_port(base, service_port["targetPort"]) == HTTP_PORT
     job = with_port[0]["metadata"]["labels"][monitor["spec"]["jobLabel"]]
-    rules = yaml.safe_dump(find(_objects("monitoring"), "PrometheusRule"))
+    rules = yaml.safe_dump(find(render("monitoring"), "PrometheusRule"))
     assert f'up{{job="{job}"}}' in rules, "the ScalerDown alert must watch the job the ServiceMonitor creates"
 
 
 def test_cert_manager_objects_have_the_shape_cert_manager_needs() -> None:
-    objects = _objects("overlays/production")
+    objects = render("overlays/production")
     issuers = {o["metadata"]["name"] for o in objects if o["kind"] == "ClusterIssuer"}
     certificates = [o for o in objects if o["kind"] == "Certificate"]
     assert certificates
@@ -168,13 +164,13 @@ def _container_port(objects: tuple[dict[str, Any], ...], name_or_number: str | i
 
 @pytest.mark.parametrize("directory", ["base", *(f"overlays/{o}" for o in OVERLAYS)])
 def test_container_ports_are_the_servers_defaults(directory: str) -> None:
-    ports = {p["name"]: p["containerPort"] for p in scaler_container(_objects(directory))["ports"]}
+    ports = {p["name"]: p["containerPort"] for p in scaler_container(render(directory))["ports"]}
     assert ports == {"grpc": GRPC_PORT, "http-metrics": HTTP_PORT}
 
 
 @pytest.mark.parametrize("directory", ["base", *(f"overlays/{o}" for o in OVERLAYS)])
 def test_config_file_is_the_one_the_server_is_given_and_it_loads(directory: str, tmp_path: Any) -> None:
-    objects = _objects(directory)
+    objects = render(directory)
     container = scaler_container(objects)
     args = build_parser().parse_args(container["args"])
     assert args.command == "serve"
@@ -194,7 +190,7 @@ def test_config_file_is_the_one_the_server_is_given_and_it_loads(directory: str,
 
 @pytest.mark.parametrize("directory", ["base", *(f"overlays/{o}" for o in OVERLAYS)])
 def test_pod_outlives_the_servers_shutdown_grace(directory: str, tmp_path: Any) -> None:
-    objects = _objects(directory)
+    objects = render(directory)
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config_map_data(objects)))
     grace = load_settings({"config": str(path)}).shutdown_grace
@@ -203,7 +199,7 @@ def test_pod_outlives_the_servers_shutdown_grace(directory: str, tmp_path: Any) 
 
 
 def test_base_runs_locked_down() -> None:
-    objects = _objects("base")
+    objects = render("base")
     deployment = find(objects, "Deployment", "keda-queue-scaler")
     pod = deployment["spec"]["template"]["spec"]
     container = scaler_container(objects)
@@ -241,7 +237,7 @@ def _project_version() -> str:
 
 
 def test_disruption_budget_and_services_select_the_pods() -> None:
-    objects = _objects("base")
+    objects = render("base")
     labels = pod_labels(find(objects, "Deployment", "keda-queue-scaler"))
     pdb = find(objects, "PodDisruptionBudget")
     assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
@@ -253,10 +249,10 @@ def test_disruption_budget_and_services_select_the_pods() -> None:
 
 
 def test_headless_service_carries_grpc_for_kedas_round_robin() -> None:
-    headless = _headless_service(_objects("base"))
+    headless = _headless_service(render("base"))
     grpc_ports = [p for p in headless["spec"]["ports"] if p["name"] == "grpc"]
     assert len(grpc_ports) == 1 and grpc_ports[0]["port"] == GRPC_PORT
-    assert _container_port(_objects("base"), grpc_ports[0]["targetPort"]) == GRPC_PORT
+    assert _container_port(render("base"), grpc_ports[0]["targetPort"]) == GRPC_PORT
 
 
 def _headless_service(objects: tuple[dict[str, Any], ...]) -> dict[str, Any]:
@@ -266,7 +262,7 @@ def _headless_service(objects: tuple[dict[str, Any], ...]) -> dict[str, Any]:
 
 
 def test_network_policy_admits_grpc_from_keda_and_metrics_from_monitoring() -> None:
-    objects = _objects("base")
+    objects = render("base")
     policy = find(objects, "NetworkPolicy")
     labels = pod_labels(find(objects, "Deployment", "keda-queue-scaler"))
     assert policy["spec"]["podSelector"]["matchLabels"].items() <= labels.items()
@@ -283,7 +279,7 @@ def test_network_policy_admits_grpc_from_keda_and_metrics_from_monitoring() -> N
 
 
 def probes(directory: str) -> list[dict[str, Any]]:
-    container = scaler_container(_objects(directory))
+    container = scaler_container(render(directory))
     return [container[kind] for kind in ("livenessProbe", "readinessProbe", "startupProbe") if kind in container]
 
 
@@ -291,7 +287,7 @@ def probes(directory: str) -> list[dict[str, Any]]:
 def test_probes_use_the_servers_ports_paths_and_health_services(directory: str) -> None:
     found = probes(directory)
     assert len(found) >= 2
-    objects = _objects(directory)
+    objects = render(directory)
     for probe in found:
         if "grpc" in probe:
             assert probe["grpc"]["port"] == GRPC_PORT
@@ -302,7 +298,7 @@ def test_probes_use_the_servers_ports_paths_and_health_services(directory: str) 
 
 
 def test_tls_overlay_probes_over_http_because_kubelet_grpc_probes_cannot_do_tls() -> None:
-    config = config_map_data(_objects("overlays/production"))
+    config = config_map_data(render("overlays/production"))
     assert config.get("tls_cert_file")
     assert all("httpGet" in p for p in probes("overlays/production"))
 
@@ -311,7 +307,7 @@ def test_tls_overlay_probes_over_http_because_kubelet_grpc_probes_cannot_do_tls(
 
 
 def _service_addresses() -> set[str]:
-    service = _headless_service(_objects("base"))
+    service = _headless_service(render("base"))
     name, namespace = service["metadata"]["name"], service["metadata"]["namespace"]
     return {f"{name}.{namespace}.svc:{GRPC_PORT}", f"{name}.{namespace}.svc.cluster.local:{GRPC_PORT}"}
 
@@ -328,7 +324,7 @@ def test_every_scaler_address_is_the_headless_service() -> None:
 
 
 def test_server_certificate_covers_the_scaler_address() -> None:
-    objects = _objects("overlays/production")
+    objects = render("overlays/production")
     config = config_map_data(objects)
     server_cert = next(
         o for o in objects if o["kind"] == "Certificate" and o["metadata"]["namespace"] == "keda-scalers"
@@ -350,7 +346,7 @@ def test_server_certificate_covers_the_scaler_address() -> None:
 
 
 def test_keda_presents_a_client_certificate_from_the_same_ca() -> None:
-    objects = _objects("overlays/production")
+    objects = render("overlays/production")
     auth = find(objects, "ClusterTriggerAuthentication", "keda-queue-scaler")
     refs = {r["parameter"]: r for r in auth["spec"]["secretTargetRef"]}
     assert set(refs) == {"caCert", "tlsClientCert", "tlsClientKey"}
@@ -368,7 +364,7 @@ def test_keda_presents_a_client_certificate_from_the_same_ca() -> None:
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_examples_authentication_ref_exists_in_every_overlay(overlay: str) -> None:
     names = {
-        o["metadata"]["name"] for o in _objects(f"overlays/{overlay}") if o["kind"] == "ClusterTriggerAuthentication"
+        o["metadata"]["name"] for o in render(f"overlays/{overlay}") if o["kind"] == "ClusterTriggerAuthentication"
     }
     for name, trigger in _all_scaler_triggers():
         ref = trigger.get("authenticationRef")
@@ -377,7 +373,7 @@ def test_examples_authentication_ref_exists_in_every_overlay(overlay: str) -> No
 
 
 def test_named_connections_come_from_the_example_secret() -> None:
-    objects = _objects("overlays/production")
+    objects = render("overlays/production")
     config = config_map_data(objects)
     container = scaler_container(objects)
     pod = find(objects, "Deployment")["spec"]["template"]["spec"]
@@ -394,7 +390,7 @@ def test_named_connections_come_from_the_example_secret() -> None:
 
 
 def test_examples_use_only_connections_the_production_config_defines() -> None:
-    connections = config_map_data(_objects("overlays/production"))["connections"]
+    connections = config_map_data(render("overlays/production"))["connections"]
     used = 0
     for name, obj in example_objects():
         for trigger in scaler_triggers(obj):
@@ -437,19 +433,19 @@ def test_scale_from_zero_example_is_push_and_can_reach_zero() -> None:
 
 
 def test_production_includes_monitoring_and_admission() -> None:
-    kinds = {o["kind"] for o in _objects("overlays/production")}
+    kinds = {o["kind"] for o in render("overlays/production")}
     assert {
         "ServiceMonitor",
         "PrometheusRule",
         "ValidatingAdmissionPolicy",
         "ValidatingAdmissionPolicyBinding",
     } <= kinds
-    dashboard = find(_objects("overlays/production"), "ConfigMap", "keda-queue-scaler-dashboard")
+    dashboard = find(render("overlays/production"), "ConfigMap", "keda-queue-scaler-dashboard")
     assert dashboard["metadata"]["labels"]["grafana_dashboard"] == "1"
 
 
 def test_dev_overlay_is_one_replica_text_logs_and_plaintext() -> None:
-    objects = _objects("overlays/dev")
+    objects = render("overlays/dev")
     assert find(objects, "Deployment")["spec"]["replicas"] == 1
     config = config_map_data(objects)
     assert config["log_format"] == "text"
