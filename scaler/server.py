@@ -16,6 +16,7 @@ from adapters.api import AdapterContext, AdapterRegistry, HttpClients
 from ._generated import externalscaler_pb2 as pb
 from ._generated import externalscaler_pb2_grpc as pb_grpc
 from .cache import MeasurementCache
+from .egress import EgressPolicy
 from .http import HttpEndpoints
 from .metrics import ScalerMetrics
 from .push import PushHub
@@ -42,8 +43,17 @@ class ScalerServer:
         )
         self.cache = MeasurementCache(settings.cache_ttl, settings.error_cache_ttl, self.metrics)
         self.hub = PushHub(self.cache, settings.push_interval, self.metrics)
+        egress = EgressPolicy(
+            settings.egress_allow,
+            allow_inline=settings.allow_inline_addresses,
+            resolve_timeout=settings.egress_resolve_timeout,
+        )
         self.parser = TriggerParser(
-            self.registry, settings.resolved_connections(), settings.source_timeout, settings.metadata_cache_size
+            self.registry,
+            settings.resolved_connections(),
+            settings.source_timeout,
+            settings.metadata_cache_size,
+            egress,
         )
         self.shutdown = asyncio.Event()
         self.ready = False

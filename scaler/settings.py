@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from adapters.api import SECRETS
 
@@ -90,6 +90,17 @@ class Settings(BaseSettings):
     tls_client_ca_file: str = Field(
         "", description="CA for client certificates; when set, clients must present one (mTLS)"
     )
+    egress_allow: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Where trigger metadata may point: hosts (`*.svc` wildcards), CIDRs, URL prefixes, "
+        "comma-separated. Empty: anywhere but link-local and metadata servers (docs/SECURITY.md)",
+    )
+    allow_inline_addresses: bool = Field(
+        True, description="When false, triggers may not set a source address themselves: only named connections"
+    )
+    egress_resolve_timeout: float = Field(
+        2.0, gt=0, description="Seconds the egress check may spend resolving a host name (refused after)"
+    )
     config: str = Field("", description="Path of an optional YAML file with any of these settings (SCALER_CONFIG)")
     connections: dict[str, Connection] = Field(
         default_factory=dict, description="Named connections (YAML file or JSON in SCALER_CONNECTIONS)"
@@ -99,6 +110,34 @@ class Settings(BaseSettings):
     @classmethod
     def _upper(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
+
+    @field_validator("egress_allow", mode="before")
+    @classmethod
+    def _split_list(cls, value: Any) -> Any:
+        # Flags and env vars give one string: a JSON list or comma-separated entries.
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return yaml.safe_load(text)
+            return [item.strip() for item in text.split(",") if item.strip()]
+        return value
+
+    @field_validator("egress_allow")
+    @classmethod
+    def _check_egress(cls, value: list[str]) -> list[str]:
+        from .egress import parse_rule  # egress imports nothing from settings; this keeps the import one-way
+
+        for entry in value:
+            parse_rule(entry)
+        return value
+
+    @model_validator(mode="after")
+    def _check_tls(self) -> Settings:
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            raise ValueError("tls_cert_file and tls_key_file must be given together")
+        if self.tls_client_ca_file and not self.tls_cert_file:
+            raise ValueError("tls_client_ca_file needs tls_cert_file and tls_key_file (mTLS is TLS plus client certs)")
+        return self
 
     @field_validator("grpc_address", "http_address")
     @classmethod
