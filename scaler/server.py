@@ -84,6 +84,9 @@ class ScalerServer:
             self.grpc_port = server.add_insecure_port(s.grpc_address)
         await server.start()
         self.grpc = server
+        loop = asyncio.get_running_loop()
+        # Counted at scrape time only: a leak of tasks (e.g. per failed poll) shows up on /metrics.
+        self.metrics.tasks.set_function(lambda: len(asyncio.all_tasks(loop)))
         for name in ("", SERVICE_NAME):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self.http_port = await self.http.start(*split_address(s.http_address))
