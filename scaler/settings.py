@@ -6,6 +6,7 @@ referenced by trigger metadata as `connection: <name>`, so no secret has to sit 
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -13,6 +14,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import SettingsError as PydanticSettingsError
 
 from adapters.api import SECRETS
 
@@ -118,7 +120,10 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             text = value.strip()
             if text.startswith("["):
-                return yaml.safe_load(text)
+                try:
+                    return json.loads(text)
+                except json.JSONDecodeError:
+                    raise ValueError("is not a valid JSON list; give a JSON list or comma-separated entries") from None
             return [item.strip() for item in text.split(",") if item.strip()]
         return value
 
@@ -157,12 +162,20 @@ def _read_yaml(path: str) -> dict[str, Any]:
     except OSError as exc:
         raise SettingsError(f"config file {path}: {exc.strerror}") from None
     except yaml.YAMLError as exc:
-        raise SettingsError(f"config file {path} is not valid YAML: {exc}") from None
+        raise SettingsError(f"config file {path} is not valid YAML: {_yaml_problem(exc)}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise SettingsError(f"config file {path} must hold a mapping of settings")
     return {str(k).replace("-", "_"): v for k, v in data.items()}
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    # Only the problem and where it is: PyYAML's own message quotes the offending line, which may hold a password.
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+        mark = exc.problem_mark
+        return f"{exc.problem or 'syntax error'} at line {mark.line + 1}, column {mark.column + 1}"
+    return type(exc).__name__
 
 
 class _FileSource(PydanticBaseSettingsSource):
@@ -197,6 +210,9 @@ def load_settings(flags: dict[str, Any] | None = None) -> Settings:
 
     try:
         layered = _Layered(**flags)
+    except PydanticSettingsError as exc:
+        # e.g. SCALER_CONNECTIONS is not valid JSON; the message names the field, never the value.
+        raise SettingsError(f"settings: {exc}") from None
     except ValidationError as exc:
         err = exc.errors(include_url=False, include_input=False)[0]
         where = ".".join(str(p) for p in err.get("loc", ())) or "settings"

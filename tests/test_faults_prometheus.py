@@ -6,8 +6,10 @@ hundreds of failed polls leave no file descriptors, threads, asyncio tasks or co
 
 from __future__ import annotations
 
+import socket
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import grpc
@@ -16,7 +18,8 @@ import pytest
 
 from tests.fixtures._util import wait_for
 from tests.fixtures.prometheus import Exporter, PrometheusServer, unique_metric
-from tests.fixtures.scaler import ScalerProcess, StartScaler
+from scaler._generated import externalscaler_pb2 as pb
+from tests.fixtures.scaler import ScalerProcess, StartScaler, ref
 
 SOURCE_TIMEOUT_MS = 1000
 FAILED_POLLS = 500
@@ -135,3 +138,31 @@ def test_prometheus_killed_and_restarted_under_a_stream_and_polling(
     assert after.not_above(baseline) == [], f"leak after recovery: {after} vs {baseline}"
     assert "stream kept open" in scaler.logs()
     stream.cancel()
+
+
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """Accepts TCP connections (the kernel's backlog) and never answers: a source slower than any timeout."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    yield listener.getsockname()[1]
+    listener.close()
+
+
+def test_a_query_nobody_waits_for_any_more_fails_quietly(start_scaler: StartScaler, silent_port: int) -> None:
+    scaler = start_scaler(error_cache_ttl=0)
+    metadata = {
+        "adapter": "prometheus",
+        "serverAddress": f"http://127.0.0.1:{silent_port}",
+        "query": "up",
+        "threshold": "1",
+        "timeout": "300",
+    }
+    # KEDA gives up first (client deadline 0.1 s); the shared query then times out with no one left to tell.
+    for _ in range(5):
+        with pytest.raises(grpc.RpcError) as err:
+            scaler.stub.GetMetrics(pb.GetMetricsRequest(scaledObjectRef=ref(metadata), metricName="m"), timeout=0.1)
+        assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        time.sleep(0.35)  # past the source timeout: the next call starts a new query
+    wait_for(lambda: scaler.metric("scaler_source_queries_total", outcome="deadline_exceeded") >= 5, 10, "timeouts")
+    scaler.stop()
+    assert "never retrieved" not in scaler.logs()
