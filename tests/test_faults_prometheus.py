@@ -16,9 +16,9 @@ import grpc
 import psutil
 import pytest
 
+from scaler._generated import externalscaler_pb2 as pb
 from tests.fixtures._util import wait_for
 from tests.fixtures.prometheus import Exporter, PrometheusServer, unique_metric
-from scaler._generated import externalscaler_pb2 as pb
 from tests.fixtures.scaler import ScalerProcess, StartScaler, ref
 
 SOURCE_TIMEOUT_MS = 1000
