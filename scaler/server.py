@@ -14,7 +14,6 @@ from grpc_reflection.v1alpha import reflection
 from adapters.api import AdapterContext, AdapterRegistry, HttpClients
 
 from ._generated import externalscaler_pb2 as pb
-from ._generated import externalscaler_pb2_grpc as pb_grpc
 from .cache import MeasurementCache
 from .egress import EgressPolicy
 from .http import HttpEndpoints
@@ -24,6 +23,7 @@ from .service import ExternalScalerService
 from .settings import Settings
 from .tls import RotatingServerCredentials
 from .triggers import TriggerParser
+from .wire import add_external_scaler
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ExternalScaler"].full_name
@@ -70,7 +70,7 @@ class ScalerServer:
     async def start(self) -> None:
         server = aio.server(options=[("grpc.max_receive_message_length", 1024 * 1024)])
         service = ExternalScalerService(self.parser, self.cache, self.hub, self.metrics, self.shutdown)
-        pb_grpc.add_ExternalScalerServicer_to_server(service, server)
+        add_external_scaler(service, server, self.metrics)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
