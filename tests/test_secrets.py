@@ -235,3 +235,23 @@ def test_cli_output_carries_no_secret(tmp_path: Path) -> None:
         assert result.returncode == 2, output
         assert output.startswith("scaler: ") and "Traceback" not in output, output
         assert_clean(f"scaler {' '.join(args)}", output)
+
+
+def test_a_trigger_password_cannot_censor_the_log(
+    start_scaler: StartScaler, guarded_prometheus: PrometheusServer
+) -> None:
+    # Whoever writes a ScaledObject picks its "secrets"; picking the namespace's name must not hide it in the log.
+    scaler = start_scaler()
+    metadata = {
+        "adapter": "prometheus",
+        "serverAddress": guarded_prometheus.url,
+        "query": "vector(1)",
+        "threshold": "1",
+        "username": "keda",
+        "password": "payments-prod",
+    }
+    with pytest.raises(grpc.RpcError) as err:
+        scaler.metrics(metadata, namespace="payments-prod", name="checkout")
+    assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    scaler.stop()
+    assert '"namespace": "payments-prod"' in scaler.logs()
