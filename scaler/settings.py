@@ -101,7 +101,7 @@ class Settings(BaseSettings):
         True, description="When false, triggers may not set a source address themselves: only named connections"
     )
     egress_resolve_timeout: float = Field(
-        2.0, gt=0, description="Seconds the egress check may spend resolving a host name (refused after)"
+        2.0, gt=0, description="Seconds the egress check may spend resolving a host name (UNAVAILABLE after)"
     )
     config: str = Field("", description="Path of an optional YAML file with any of these settings (SCALER_CONFIG)")
     connections: dict[str, Connection] = Field(
@@ -225,7 +225,7 @@ def settings_table() -> str:
     rows = ["| setting | flag | environment | default | description |", "|---|---|---|---|---|"]
     for name, field in Settings.model_fields.items():
         default = field.get_default(call_default_factory=True)
-        shown = "" if default in ("", {}, None) else f"`{default}`"
+        shown = "" if default in ("", {}, [], None) else f"`{default}`"
         rows.append(f"| `{name}` | {_flag(name)} | `{ENV_PREFIX}{name.upper()}` | {shown} | {field.description} |")
     return "\n".join(rows)
 
