@@ -43,6 +43,7 @@ METADATA_HOSTS = frozenset({"metadata", "metadata.google.internal", "metadata.go
 _DEFAULT_PORTS = {"http": 80, "https": 443, "amqp": 5672, "amqps": 5671}
 _NUMERIC_V4 = re.compile(r"[0-9a-fA-FxX.]+")
 _RESOLVE_CACHE_SECONDS = 30.0
+_FAILED_RESOLVE_CACHE_SECONDS = 5.0  # a DNS hiccup should not refuse a source for long
 _RESOLVE_CACHE_SIZE = 4096
 
 
@@ -304,7 +305,8 @@ class EgressPolicy:
             addresses = None
         if len(self._resolved) >= _RESOLVE_CACHE_SIZE:
             self._resolved.pop(next(iter(self._resolved)))
-        self._resolved[dest.host] = (now + _RESOLVE_CACHE_SECONDS, addresses)
+        ttl = _RESOLVE_CACHE_SECONDS if addresses is not None else _FAILED_RESOLVE_CACHE_SECONDS
+        self._resolved[dest.host] = (now + ttl, addresses)
         return addresses
 
 

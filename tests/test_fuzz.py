@@ -24,8 +24,8 @@ from tests.fixtures._util import free_port
 from tests.fixtures.prometheus import PrometheusServer
 from tests.fixtures.scaler import ScalerProcess
 
-METADATA_EXAMPLES = 2000
-RAW_EXAMPLES = 1500
+METADATA_EXAMPLES = 1800
+RAW_EXAMPLES = 1200
 FORBIDDEN = {grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL}
 RPCS = ("GetMetricSpec", "GetMetrics", "IsActive", "StreamIsActive", "StreamMetricSpec")
 STREAM_DEADLINE = 0.1  # a stream still open by then (source failing: it stays open) has passed: the client ends it
