@@ -6,8 +6,11 @@ become the adapter errors the engine maps to gRPC codes. Adapters say what to as
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import ssl
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +22,7 @@ from .errors import (
     AdapterError,
     SourceNotFound,
     SourcePermissionDenied,
+    SourcePrecondition,
     SourceRejectedQuery,
     SourceTimeout,
     SourceUnauthenticated,
@@ -28,6 +32,7 @@ from .pool import ClientPool
 from .redaction import strip_userinfo
 
 _MAX_ERROR_BODY = 300
+_MAX_TLS_FILE = 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,18 +70,11 @@ class HttpClients:
         self.pool: ClientPool[HttpEndpoint, httpx.AsyncClient] = ClientPool("http", self._create, self._close)
 
     async def _create(self, endpoint: HttpEndpoint) -> httpx.AsyncClient:
-        verify: ssl.SSLContext | bool = endpoint.verify
-        if endpoint.verify and (endpoint.ca_file or endpoint.cert_file):
-            ctx = ssl.create_default_context(cafile=endpoint.ca_file)
-            if endpoint.cert_file:
-                ctx.load_cert_chain(endpoint.cert_file, endpoint.key_file)
-            verify = ctx
-        elif not endpoint.verify and endpoint.cert_file:
-            ctx = ssl.create_default_context()
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
-            ctx.load_cert_chain(endpoint.cert_file, endpoint.key_file)
-            verify = ctx
+        try:
+            verify = _tls_verification(endpoint)
+        except OSError as exc:  # ssl.SSLError is an OSError too
+            reason = getattr(exc, "reason", None) or exc.strerror or type(exc).__name__
+            raise SourcePrecondition(f"cannot use the TLS files given for {endpoint.origin}: {reason}") from None
         return httpx.AsyncClient(
             verify=verify,
             # Environment proxies would send in-cluster traffic to a corporate proxy: opt-in only.
@@ -116,6 +114,8 @@ class HttpClients:
             )
         except httpx.TimeoutException:
             raise SourceTimeout(f"{source} did not answer within {timeout:g}s") from None
+        except UnicodeError:
+            raise SourceRejectedQuery(f"the request to {source} cannot be sent: a header is not ASCII") from None
         except httpx.HTTPError as exc:
             raise SourceUnavailable(f"cannot reach {source}: {_describe_transport_error(exc)}") from None
         except ssl.SSLError as exc:
@@ -127,6 +127,33 @@ class HttpClients:
             raise SourceUnavailable(
                 f"{source} answered HTTP {response.status_code} with a body that is not JSON"
             ) from None
+
+
+def _tls_verification(endpoint: HttpEndpoint) -> ssl.SSLContext | bool:
+    for path in (endpoint.ca_file, endpoint.cert_file, endpoint.key_file):
+        if path:
+            _check_regular_file(path)
+    if endpoint.verify and (endpoint.ca_file or endpoint.cert_file):
+        ctx = ssl.create_default_context(cafile=endpoint.ca_file)
+        if endpoint.cert_file:
+            ctx.load_cert_chain(endpoint.cert_file, endpoint.key_file)
+        return ctx
+    if not endpoint.verify and endpoint.cert_file:
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        ctx.load_cert_chain(endpoint.cert_file, endpoint.key_file)
+        return ctx
+    return endpoint.verify
+
+
+def _check_regular_file(path: str) -> None:
+    # Paths come from trigger metadata: a FIFO or device would block the event loop while OpenSSL reads it.
+    status = os.stat(path)
+    if not stat.S_ISREG(status.st_mode):
+        raise OSError(errno.EINVAL, f"{path} is not a regular file")
+    if status.st_size > _MAX_TLS_FILE:
+        raise OSError(errno.EFBIG, f"{path} is larger than {_MAX_TLS_FILE // 1024} KiB")
 
 
 def raise_for_status(response: httpx.Response, source: str) -> None:

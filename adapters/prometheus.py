@@ -7,6 +7,7 @@ them, and the HTTP client is shared per endpoint instead of built per ScaledObje
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from typing import Any, Literal
 from urllib.parse import unquote, urlsplit, urlunsplit
@@ -42,6 +43,18 @@ def parse_pairs(key: str, text: str) -> tuple[tuple[str, str], ...]:
             raise ValueError(f"{key}: expected comma-separated key=value pairs, got an item without '='")
         pairs.append((name.strip(), value.strip()))
     return tuple(pairs)
+
+
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]*")
+_HEADER_VALUE = re.compile(r"[\x20-\x7e\t]*")
+
+
+def _check_header(name: str, value: str) -> None:
+    # HTTP headers are ASCII tokens and printable ASCII: anything else cannot be sent, so say so up front.
+    if not _HEADER_NAME.fullmatch(name):
+        raise ValueError("header names may use only letters, digits and !#$%&'*+.^_`|~-")
+    if not _HEADER_VALUE.fullmatch(value):
+        raise ValueError("header values must be printable ASCII (no line breaks)")
 
 
 class PrometheusMetadata(TriggerMetadata):
@@ -92,6 +105,25 @@ class PrometheusMetadata(TriggerMetadata):
     @classmethod
     def _check_pairs(cls, value: str) -> str:
         parse_pairs("value", value)
+        return value
+
+    @field_validator("custom_headers")
+    @classmethod
+    def _check_headers(cls, value: str) -> str:
+        for name, text in parse_pairs("customHeaders", value):
+            _check_header(name, text)
+        return value
+
+    @field_validator("custom_auth_header")
+    @classmethod
+    def _check_header_name(cls, value: str) -> str:
+        _check_header(value, "")
+        return value
+
+    @field_validator("bearer_token", "custom_auth_value")
+    @classmethod
+    def _check_header_value(cls, value: SecretStr) -> SecretStr:
+        _check_header("x", value.get_secret_value())
         return value
 
     @model_validator(mode="after")
@@ -177,6 +209,8 @@ class PrometheusAdapter(Adapter[PrometheusMetadata]):
                 ("params", metadata.query_parameters),
                 ("namespace", metadata.namespace),
                 ("nulls", str(metadata.ignore_null_values)),
+                # Another CA or skipped verification is another source: never share a reading across them.
+                ("tls", f"verify={not metadata.unsafe_ssl},ca={metadata.ca_file}"),
             ),
         )
 

@@ -8,7 +8,11 @@ from urllib.parse import urlsplit, urlunsplit
 
 # scheme://user:password@host or scheme://token@host: drop everything between // and @.
 _USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s]*@")
-_MIN_SECRET_LEN = 3  # shorter "secrets" would redact ordinary words
+# Anyone who can create a ScaledObject chooses "secrets": short ones would let them censor ordinary
+# words from every log line (a password equal to their namespace hides it). Secrets are not put in
+# messages anyway; this registry is the second line of defence.
+_MIN_SECRET_LEN = 8
+_MAX_SECRETS = 10_000  # bounded: new triggers with new passwords must not grow memory (and redact cost) forever
 
 
 class SecretRegistry:
@@ -25,7 +29,11 @@ class SecretRegistry:
         new = {v for v in values if v and len(v) >= _MIN_SECRET_LEN}
         if new - self._secrets:
             with self._lock:
-                self._secrets = self._secrets | new
+                merged = self._secrets | new
+                if len(merged) > _MAX_SECRETS:
+                    # Keep the newest: these are the ones in use. Drop an arbitrary older part.
+                    merged = frozenset(new) | frozenset(list(self._secrets)[: _MAX_SECRETS - len(new)])
+                self._secrets = frozenset(merged)
 
     def redact(self, text: str) -> str:
         text = _USERINFO.sub(r"\g<scheme>***@", text)

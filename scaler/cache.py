@@ -73,6 +73,7 @@ class MeasurementCache:
             # A task, not a bare await: a caller that gives up (KEDA cancelled the RPC) must not cancel
             # the query the other callers are waiting on.
             entry.inflight = asyncio.create_task(self._query(key, entry, measure, timeout))
+            entry.inflight.add_done_callback(_retrieve_exception)
         return await asyncio.shield(entry.inflight)
 
     def last_good(self, key: SourceKey) -> Reading | None:
@@ -118,6 +119,13 @@ class MeasurementCache:
             del self._entries[key]
         self.metrics.cache_entries.set(len(self._entries))
         return len(stale)
+
+
+def _retrieve_exception(task: asyncio.Task[Reading]) -> None:
+    # When every waiter was cancelled (a stream closed, KEDA gave up), nobody reads the failure; without
+    # this, asyncio logs "Task exception was never retrieved" with a traceback for each one.
+    if not task.cancelled():
+        task.exception()
 
 
 def _finite(key: SourceKey, value: float) -> float:

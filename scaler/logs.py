@@ -20,15 +20,17 @@ class JsonFormatter(logging.Formatter):
             "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
-            "msg": record.getMessage(),
+            "msg": redact(record.getMessage()),
         }
+        # Context fields (KEDA's namespace and name, adapter, method, code) are never secrets, and are not
+        # redacted: a trigger whose "password" equals its namespace must not hide that namespace from the log.
         for name in CONTEXT_FIELDS:
             value = getattr(record, name, None)
             if value is not None:
-                line[name] = value
+                line[name] = redact(value) if name == "source" else value
         if record.exc_info:
-            line["exc"] = self.formatException(record.exc_info)
-        return redact(json.dumps(line, default=str))
+            line["exc"] = redact(self.formatException(record.exc_info))
+        return json.dumps(line, default=str)
 
 
 class TextFormatter(logging.Formatter):
@@ -36,11 +38,13 @@ class TextFormatter(logging.Formatter):
         super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
 
     def format(self, record: logging.LogRecord) -> str:
-        text = super().format(record)
+        text = redact(super().format(record))
         context = " ".join(
-            f"{name}={getattr(record, name)}" for name in CONTEXT_FIELDS if getattr(record, name, None) is not None
+            f"{name}={redact(str(value)) if name == 'source' else value}"
+            for name in CONTEXT_FIELDS
+            if (value := getattr(record, name, None)) is not None
         )
-        return redact(f"{text} {context}" if context else text)
+        return f"{text} {context}" if context else text
 
 
 def configure_logging(level: str, fmt: str) -> None:

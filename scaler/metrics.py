@@ -144,6 +144,9 @@ class ScalerMetrics:
             ["adapter"],
             registry=r,
         )
+        self.tasks = Gauge(
+            "scaler_asyncio_tasks", "Pending asyncio tasks in the server (pollers, queries, calls)", registry=r
+        )
         self.build = Info("scaler_build", "Version of the scaler and its runtime", registry=r)
         self.build.info({"version": __version__, "python": platform.python_version(), "grpcio": grpc.__version__})
         self.objects = ScaledObjectSeries(series_ttl)

@@ -14,8 +14,8 @@ from grpc_reflection.v1alpha import reflection
 from adapters.api import AdapterContext, AdapterRegistry, HttpClients
 
 from ._generated import externalscaler_pb2 as pb
-from ._generated import externalscaler_pb2_grpc as pb_grpc
 from .cache import MeasurementCache
+from .egress import EgressPolicy
 from .http import HttpEndpoints
 from .metrics import ScalerMetrics
 from .push import PushHub
@@ -23,6 +23,7 @@ from .service import ExternalScalerService
 from .settings import Settings
 from .tls import RotatingServerCredentials
 from .triggers import TriggerParser
+from .wire import add_external_scaler
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ExternalScaler"].full_name
@@ -42,8 +43,17 @@ class ScalerServer:
         )
         self.cache = MeasurementCache(settings.cache_ttl, settings.error_cache_ttl, self.metrics)
         self.hub = PushHub(self.cache, settings.push_interval, self.metrics)
+        egress = EgressPolicy(
+            settings.egress_allow,
+            allow_inline=settings.allow_inline_addresses,
+            resolve_timeout=settings.egress_resolve_timeout,
+        )
         self.parser = TriggerParser(
-            self.registry, settings.resolved_connections(), settings.source_timeout, settings.metadata_cache_size
+            self.registry,
+            settings.resolved_connections(),
+            settings.source_timeout,
+            settings.metadata_cache_size,
+            egress,
         )
         self.shutdown = asyncio.Event()
         self.ready = False
@@ -60,7 +70,7 @@ class ScalerServer:
     async def start(self) -> None:
         server = aio.server(options=[("grpc.max_receive_message_length", 1024 * 1024)])
         service = ExternalScalerService(self.parser, self.cache, self.hub, self.metrics, self.shutdown)
-        pb_grpc.add_ExternalScalerServicer_to_server(service, server)
+        add_external_scaler(service, server, self.metrics)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
             (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
@@ -74,6 +84,9 @@ class ScalerServer:
             self.grpc_port = server.add_insecure_port(s.grpc_address)
         await server.start()
         self.grpc = server
+        loop = asyncio.get_running_loop()
+        # Counted at scrape time only: a leak of tasks (e.g. per failed poll) shows up on /metrics.
+        self.metrics.tasks.set_function(lambda: len(asyncio.all_tasks(loop)))
         for name in ("", SERVICE_NAME):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         self.http_port = await self.http.start(*split_address(s.http_address))

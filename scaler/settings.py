@@ -6,13 +6,15 @@ referenced by trigger metadata as `connection: <name>`, so no secret has to sit 
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import SettingsError as PydanticSettingsError
 
 from adapters.api import SECRETS
 
@@ -90,6 +92,17 @@ class Settings(BaseSettings):
     tls_client_ca_file: str = Field(
         "", description="CA for client certificates; when set, clients must present one (mTLS)"
     )
+    egress_allow: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Where trigger metadata may point: hosts (`*.svc` wildcards), CIDRs, URL prefixes, "
+        "comma-separated. Empty: anywhere but link-local and metadata servers (docs/SECURITY.md)",
+    )
+    allow_inline_addresses: bool = Field(
+        True, description="When false, triggers may not set a source address themselves: only named connections"
+    )
+    egress_resolve_timeout: float = Field(
+        2.0, gt=0, description="Seconds the egress check may spend resolving a host name (UNAVAILABLE after)"
+    )
     config: str = Field("", description="Path of an optional YAML file with any of these settings (SCALER_CONFIG)")
     connections: dict[str, Connection] = Field(
         default_factory=dict, description="Named connections (YAML file or JSON in SCALER_CONNECTIONS)"
@@ -99,6 +112,37 @@ class Settings(BaseSettings):
     @classmethod
     def _upper(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
+
+    @field_validator("egress_allow", mode="before")
+    @classmethod
+    def _split_list(cls, value: Any) -> Any:
+        # Flags and env vars give one string: a JSON list or comma-separated entries.
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                try:
+                    return json.loads(text)
+                except json.JSONDecodeError:
+                    raise ValueError("is not a valid JSON list; give a JSON list or comma-separated entries") from None
+            return [item.strip() for item in text.split(",") if item.strip()]
+        return value
+
+    @field_validator("egress_allow")
+    @classmethod
+    def _check_egress(cls, value: list[str]) -> list[str]:
+        from .egress import parse_rule  # egress imports nothing from settings; this keeps the import one-way
+
+        for entry in value:
+            parse_rule(entry)
+        return value
+
+    @model_validator(mode="after")
+    def _check_tls(self) -> Settings:
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            raise ValueError("tls_cert_file and tls_key_file must be given together")
+        if self.tls_client_ca_file and not self.tls_cert_file:
+            raise ValueError("tls_client_ca_file needs tls_cert_file and tls_key_file (mTLS is TLS plus client certs)")
+        return self
 
     @field_validator("grpc_address", "http_address")
     @classmethod
@@ -118,12 +162,20 @@ def _read_yaml(path: str) -> dict[str, Any]:
     except OSError as exc:
         raise SettingsError(f"config file {path}: {exc.strerror}") from None
     except yaml.YAMLError as exc:
-        raise SettingsError(f"config file {path} is not valid YAML: {exc}") from None
+        raise SettingsError(f"config file {path} is not valid YAML: {_yaml_problem(exc)}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
         raise SettingsError(f"config file {path} must hold a mapping of settings")
     return {str(k).replace("-", "_"): v for k, v in data.items()}
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    # Only the problem and where it is: PyYAML's own message quotes the offending line, which may hold a password.
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+        mark = exc.problem_mark
+        return f"{exc.problem or 'syntax error'} at line {mark.line + 1}, column {mark.column + 1}"
+    return type(exc).__name__
 
 
 class _FileSource(PydanticBaseSettingsSource):
@@ -158,6 +210,9 @@ def load_settings(flags: dict[str, Any] | None = None) -> Settings:
 
     try:
         layered = _Layered(**flags)
+    except PydanticSettingsError as exc:
+        # e.g. SCALER_CONNECTIONS is not valid JSON; the message names the field, never the value.
+        raise SettingsError(f"settings: {exc}") from None
     except ValidationError as exc:
         err = exc.errors(include_url=False, include_input=False)[0]
         where = ".".join(str(p) for p in err.get("loc", ())) or "settings"
@@ -170,7 +225,7 @@ def settings_table() -> str:
     rows = ["| setting | flag | environment | default | description |", "|---|---|---|---|---|"]
     for name, field in Settings.model_fields.items():
         default = field.get_default(call_default_factory=True)
-        shown = "" if default in ("", {}, None) else f"`{default}`"
+        shown = "" if default in ("", {}, [], None) else f"`{default}`"
         rows.append(f"| `{name}` | {_flag(name)} | `{ENV_PREFIX}{name.upper()}` | {shown} | {field.description} |")
     return "\n".join(rows)
 

@@ -27,6 +27,7 @@ from adapters.api import (
     resolve_from_env,
 )
 
+from .egress import Checked, EgressPolicy, parse_destination
 from .settings import Connection
 
 log = logging.getLogger(__name__)
@@ -52,16 +53,27 @@ class Trigger:
     on_source_error: Literal["fail", "lastKnown"]
     max_staleness: float
     namespaces: frozenset[str] | None  # from a named connection: who may use it
+    egress: EgressPolicy | None = None
+    destinations: tuple[Checked, ...] = ()  # inline addresses that passed the literal egress check
 
     def measure(self) -> Callable[[], Awaitable[float]]:
-        adapter, metadata = self.adapter, self.metadata
-        return lambda: adapter.measure(metadata)
+        return self._guarded(self.adapter.measure)
 
     def measure_activation(self) -> Callable[[], Awaitable[float]]:
         if self.activation_key == self.source_key:
             return self.measure()
-        adapter, metadata = self.adapter, self.metadata
-        return lambda: adapter.measure_activation(metadata)
+        return self._guarded(self.adapter.measure_activation)
+
+    def _guarded(self, read: Callable[[Any], Awaitable[float]]) -> Callable[[], Awaitable[float]]:
+        metadata, egress, destinations = self.metadata, self.egress, self.destinations
+
+        async def measure() -> float:
+            # DNS-dependent egress checks run here, inside the cached/coalesced query, right before connecting.
+            if egress is not None and destinations:
+                await egress.confirm(destinations)
+            return await read(metadata)
+
+        return measure
 
     def check_namespace(self, namespace: str) -> None:
         if self.namespaces is not None and namespace not in self.namespaces:
@@ -100,7 +112,9 @@ class TriggerParser:
         connections: Mapping[str, tuple[Connection, dict[str, str]]],
         default_timeout: float,
         cache_size: int,
+        egress: EgressPolicy | None = None,
     ) -> None:
+        self.egress = egress or EgressPolicy()
         self.registry = registry
         self.connections = connections
         self.default_timeout = default_timeout
@@ -139,10 +153,15 @@ class TriggerParser:
                 f"unknown adapter '{adapter_name[:60]}'; registered adapters: {', '.join(self.registry.names())}",
             )
         namespaces: frozenset[str] | None = None
+        fixed: frozenset[str] = frozenset()
         connection_name = values.get("connection", "").strip()
         if connection_name:
-            values, namespaces = self._apply_connection(connection_name, adapter_name, values)
+            values, namespaces, fixed = self._apply_connection(connection_name, adapter_name, values)
+        # Addresses the trigger itself gives (not its named connection's) go through the egress policy.
+        inline = [key for key in adapter.metadata_model.address_keys if key in values and key not in fixed]
+        self.egress.check_inline(adapter_name, inline)
         metadata = parse_metadata(adapter.metadata_model, values)
+        destinations = tuple(self.egress.check(parse_destination(key, values[key])) for key in inline)
         SECRETS.add(*metadata.secrets())
         unknown = sorted(set(values) - set(adapter.metadata_model.keys()) - ENGINE_KEYS)
         if unknown:
@@ -169,11 +188,13 @@ class TriggerParser:
             on_source_error="lastKnown" if on_error == "lastKnown" else "fail",
             max_staleness=max_staleness,
             namespaces=namespaces,
+            egress=self.egress,
+            destinations=destinations,
         )
 
     def _apply_connection(
         self, name: str, adapter_name: str, values: dict[str, str]
-    ) -> tuple[dict[str, str], frozenset[str] | None]:
+    ) -> tuple[dict[str, str], frozenset[str] | None, frozenset[str]]:
         found = self.connections.get(name)
         if found is None:
             known = ", ".join(sorted(self.connections)) or "none are configured"
@@ -189,4 +210,4 @@ class TriggerParser:
         if clash:
             raise InvalidMetadata(clash[0], f"is set by connection '{name}' and may not be given in the trigger")
         namespaces = frozenset(connection.namespaces) if connection.namespaces is not None else None
-        return {**values, **fixed}, namespaces
+        return {**values, **fixed}, namespaces, frozenset(fixed)

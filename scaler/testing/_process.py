@@ -98,7 +98,12 @@ class SilentServer:
 class RunningScaler:
     """One `python -m scaler serve` subprocess on free loopback ports, with typed helpers for the RPCs."""
 
-    def __init__(self, args: Sequence[str] = (), env: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        args: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
+        channel_credentials: grpc.ChannelCredentials | None = None,
+    ) -> None:
         self.grpc_port = free_port()
         self.http_port = free_port()
         self.address = f"127.0.0.1:{self.grpc_port}"
@@ -122,7 +127,12 @@ class RunningScaler:
         self.proc = subprocess.Popen(
             command, stdout=self._log, stderr=subprocess.STDOUT, env=full_env, start_new_session=True
         )
-        self.channel = grpc.insecure_channel(self.address, options=FAST_RECONNECT)
+        # With TLS on, the caller passes the credentials a KEDA-like client would use.
+        self.channel = (
+            grpc.secure_channel(self.address, channel_credentials, options=FAST_RECONNECT)
+            if channel_credentials is not None
+            else grpc.insecure_channel(self.address, options=FAST_RECONNECT)
+        )
         self.stub = pb_grpc.ExternalScalerStub(self.channel)
         self.health = health_pb2_grpc.HealthStub(self.channel)
         self._final_logs: str | None = None

@@ -1,0 +1,168 @@
+"""Prometheus killed and restarted while a push stream is open and KEDA-style polling goes on.
+
+Calls fail fast with UNAVAILABLE, the stream stays open and reports again once Prometheus is back, and
+hundreds of failed polls leave no file descriptors, threads, asyncio tasks or connections behind.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import grpc
+import psutil
+import pytest
+
+from scaler._generated import externalscaler_pb2 as pb
+from tests.fixtures._util import wait_for
+from tests.fixtures.prometheus import Exporter, PrometheusServer, unique_metric
+from tests.fixtures.scaler import ScalerProcess, StartScaler, ref
+
+SOURCE_TIMEOUT_MS = 1000
+FAILED_POLLS = 500
+
+
+@dataclass(frozen=True)
+class Footprint:
+    fds: int
+    threads: int
+    tasks: int
+    pooled_clients: int
+    connections_to_source: int
+
+    @classmethod
+    def of(cls, scaler: ScalerProcess, source_port: int) -> Footprint:
+        process = psutil.Process(scaler.proc.pid)
+        to_source = [c for c in process.net_connections("tcp") if c.raddr and c.raddr.port == source_port]
+        return cls(
+            fds=process.num_fds(),
+            threads=process.num_threads(),
+            tasks=int(scaler.metric("scaler_asyncio_tasks")),
+            pooled_clients=int(scaler.metric("scaler_pooled_clients")),
+            connections_to_source=len(to_source),
+        )
+
+    def not_above(self, baseline: Footprint) -> list[str]:
+        return [
+            f"{name}: {getattr(self, name)} > {getattr(baseline, name)}"
+            for name in self.__dataclass_fields__
+            if getattr(self, name) > getattr(baseline, name)
+        ]
+
+
+class KedaPolling:
+    """KEDA's polling loop on a thread: GetMetrics then IsActive, again and again, recording the outcomes."""
+
+    def __init__(self, scaler: ScalerProcess, metadata: dict[str, str]) -> None:
+        self.scaler, self.metadata = scaler, metadata
+        self.codes: list[grpc.StatusCode] = []
+        self.slowest = 0.0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stop.is_set():
+            for call in (self.scaler.metrics, self.scaler.is_active):
+                started = time.monotonic()
+                try:
+                    call(self.metadata)
+                    code = grpc.StatusCode.OK
+                except grpc.RpcError as exc:
+                    code = exc.code()
+                self.slowest = max(self.slowest, time.monotonic() - started)
+                self.codes.append(code)
+            time.sleep(0.01)
+
+    def finish(self) -> None:
+        self.stop.set()
+        self.thread.join(20)
+
+
+@pytest.fixture
+def polling_scaler(start_scaler: StartScaler) -> ScalerProcess:
+    # Failures are not cached, and the stream's poller runs every 10 ms: hundreds of failed polls quickly.
+    return start_scaler(push_interval=0.01, cache_ttl=0.01, error_cache_ttl=0, source_timeout=SOURCE_TIMEOUT_MS / 1000)
+
+
+def failed_queries(scaler: ScalerProcess) -> float:
+    return scaler.metric("scaler_source_queries_total", adapter="prometheus", outcome="unavailable")
+
+
+def test_prometheus_killed_and_restarted_under_a_stream_and_polling(
+    polling_scaler: ScalerProcess, own_prometheus: PrometheusServer, exporter: Exporter
+) -> None:
+    scaler, prometheus = polling_scaler, own_prometheus
+    port = int(prometheus.url.rsplit(":", 1)[1])
+    series = unique_metric("fault")
+    exporter.set(series, 0)
+    prometheus.wait_for_value(series, 0)
+    metadata = {
+        "adapter": "prometheus",
+        "serverAddress": prometheus.url,
+        "query": series,
+        "threshold": "1",
+        "timeout": str(SOURCE_TIMEOUT_MS),
+    }
+    stream = scaler.stream_is_active(metadata)
+    assert stream.next().result is False
+    healthy = KedaPolling(scaler, metadata)
+    wait_for(lambda: healthy.codes.count(grpc.StatusCode.OK) >= 20, 10, "healthy polls")
+    healthy.finish()
+    assert set(healthy.codes) == {grpc.StatusCode.OK}
+    # Both measurements are taken with the stream open and no unary call in flight.
+    baseline = Footprint.of(scaler, port)
+
+    prometheus.kill()
+    polling = KedaPolling(scaler, metadata)
+    wait_for(lambda: failed_queries(scaler) >= FAILED_POLLS, 60, f"{FAILED_POLLS} failed polls", interval=0.2)
+    polling.finish()
+    during = Footprint.of(scaler, port)
+    assert set(polling.codes) == {grpc.StatusCode.UNAVAILABLE}, "after the kill every call is UNAVAILABLE"
+    assert len(polling.codes) >= 20
+    assert polling.slowest < SOURCE_TIMEOUT_MS / 1000, "calls fail within the configured source timeout"
+    assert not stream.ended.is_set() and stream.received == [stream.received[0]]
+    assert during.not_above(baseline) == [], f"leak after {FAILED_POLLS} failed polls: {during} vs {baseline}"
+    assert during.connections_to_source == 0
+
+    exporter.set(series, 5)
+    prometheus.restart()
+    # The same stream, never reopened, reports the source's new state once it is back.
+    assert stream.next(timeout=20).result is True
+    assert not stream.ended.is_set()
+    assert scaler.value(metadata) == 5
+    after = Footprint.of(scaler, port)
+    assert after.not_above(baseline) == [], f"leak after recovery: {after} vs {baseline}"
+    assert "stream kept open" in scaler.logs()
+    stream.cancel()
+
+
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """Accepts TCP connections (the kernel's backlog) and never answers: a source slower than any timeout."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    yield listener.getsockname()[1]
+    listener.close()
+
+
+def test_a_query_nobody_waits_for_any_more_fails_quietly(start_scaler: StartScaler, silent_port: int) -> None:
+    scaler = start_scaler(error_cache_ttl=0)
+    metadata = {
+        "adapter": "prometheus",
+        "serverAddress": f"http://127.0.0.1:{silent_port}",
+        "query": "up",
+        "threshold": "1",
+        "timeout": "300",
+    }
+    # KEDA gives up first (client deadline 0.1 s); the shared query then times out with no one left to tell.
+    for _ in range(5):
+        with pytest.raises(grpc.RpcError) as err:
+            scaler.stub.GetMetrics(pb.GetMetricsRequest(scaledObjectRef=ref(metadata), metricName="m"), timeout=0.1)
+        assert err.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        time.sleep(0.35)  # past the source timeout: the next call starts a new query
+    wait_for(lambda: scaler.metric("scaler_source_queries_total", outcome="deadline_exceeded") >= 5, 10, "timeouts")
+    scaler.stop()
+    assert "never retrieved" not in scaler.logs()
