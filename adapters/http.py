@@ -116,6 +116,9 @@ class HttpClients:
             raise SourceTimeout(f"{source} did not answer within {timeout:g}s") from None
         except UnicodeError:
             raise SourceRejectedQuery(f"the request to {source} cannot be sent: a header is not ASCII") from None
+        except httpx.InvalidURL:
+            # Not an httpx.HTTPError: models validate their URLs, this is the net for the ones they miss.
+            raise SourceRejectedQuery(f"the request to {source} cannot be sent: its URL is not valid") from None
         except httpx.HTTPError as exc:
             raise SourceUnavailable(f"cannot reach {source}: {_describe_transport_error(exc)}") from None
         except ssl.SSLError as exc:

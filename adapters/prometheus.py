@@ -92,6 +92,8 @@ class PrometheusMetadata(TriggerMetadata):
     @field_validator("server_address")
     @classmethod
     def _check_url(cls, value: str) -> str:
+        if any(c.isspace() or not c.isprintable() for c in value):
+            raise ValueError("must be a URL without spaces or control characters")
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("must be an http:// or https:// URL with a host")
@@ -209,8 +211,6 @@ class PrometheusAdapter(Adapter[PrometheusMetadata]):
                 ("params", metadata.query_parameters),
                 ("namespace", metadata.namespace),
                 ("nulls", str(metadata.ignore_null_values)),
-                # Another CA or skipped verification is another source: never share a reading across them.
-                ("tls", f"verify={not metadata.unsafe_ssl},ca={metadata.ca_file}"),
             ),
         )
 
