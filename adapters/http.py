@@ -81,7 +81,9 @@ class HttpClients:
             verify=verify,
             # Environment proxies would send in-cluster traffic to a corporate proxy: opt-in only.
             trust_env=False,
-            limits=httpx.Limits(max_connections=32, max_keepalive_connections=8, keepalive_expiry=60),
+            # Keep every connection the pool may open: with fewer kept alive, a burst of queries to one
+            # endpoint closes and reopens TCP connections on every burst (seen in profiles at 10k ScaledObjects).
+            limits=httpx.Limits(max_connections=32, max_keepalive_connections=32, keepalive_expiry=60),
             follow_redirects=False,
         )
 

@@ -151,3 +151,23 @@ class ScalerMetrics:
         ProcessCollector(registry=r)
         for method in ("StreamIsActive", "StreamMetricSpec"):
             self.push_streams.labels(method)
+        # Label children looked up once: `.labels()` takes a lock and builds a key on every call, and the
+        # hot path (thousands of calls a second) needs only a handful of distinct label sets.
+        self._request_counts: dict[tuple[str, str], Counter] = {}
+        self._request_durations: dict[str, Histogram] = {}
+        self._cache_results = {result: self.cache.labels(result) for result in ("hit", "miss", "coalesced")}
+
+    def count_request(self, method: str, code: str, seconds: float | None = None) -> None:
+        """One answered call; `seconds` for unary calls (streams have no meaningful duration)."""
+        counter = self._request_counts.get((method, code))
+        if counter is None:
+            counter = self._request_counts[method, code] = self.requests.labels(method, code)
+        counter.inc()
+        if seconds is not None:
+            histogram = self._request_durations.get(method)
+            if histogram is None:
+                histogram = self._request_durations[method] = self.request_seconds.labels(method)
+            histogram.observe(seconds)
+
+    def count_cache(self, result: str) -> None:
+        self._cache_results[result].inc()
