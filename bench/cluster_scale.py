@@ -35,6 +35,7 @@ OBJECTS, PER_SOURCE, STREAMS, POLL, HPA = 10_000, 10, 2_000, 30.0, 15.0
 
 @dataclass
 class Scale:
+    cache_ttl: float | None  # None: the scaler's default
     window: float
     cpu_cores: float
     rss_max_mb: float
@@ -54,6 +55,7 @@ class Scale:
         return self.calls_per_s >= 0.9 * self.expected_calls_per_s and self.errors == 0
 
     def rows(self) -> list[Row]:
+        ttl = "" if self.cache_ttl is None else f", --cache-ttl {self.cache_ttl:g}"
         load = (
             f"{self.calls_per_s:.0f} calls/s served (KEDA-like schedule asks {self.expected_calls_per_s:.0f}), "
             f"{self.errors} errors, {self.streams_open:.0f} streams and {self.pollers:.0f} pollers open, "
@@ -63,7 +65,7 @@ class Scale:
             load += f"; first error: {self.error_samples[0][:160]}"
         return [
             Row(
-                "10,000 ScaledObjects polled like KEDA + 2,000 StreamIsActive: scaler RSS",
+                f"10,000 ScaledObjects polled like KEDA + 2,000 StreamIsActive{ttl}: scaler RSS",
                 f"{self.rss_max_mb:.0f} MB max ({self.rss_max_mb / RSS_GOAL_MB:.2f}x the goal; "
                 f"{self.rss_start_mb:.0f} MB idle after start)",
                 f"<= {RSS_GOAL_MB} MB",
@@ -71,7 +73,7 @@ class Scale:
                 load,
             ),
             Row(
-                "same: CPU of the scaler process",
+                f"same{ttl}: CPU of the scaler process",
                 f"{self.cpu_cores:.2f} core ({self.cpu_cores / self.load_cores:.2f}x the load generator's "
                 f"{self.load_cores:.2f} core)",
                 f"<= {CPU_GOAL} core",
@@ -81,13 +83,13 @@ class Scale:
         ]
 
 
-def measure(prometheus: PrometheusServer, window: float = 60.0) -> Scale:
+def measure(prometheus: PrometheusServer, window: float = 60.0, cache_ttl: float | None = None) -> Scale:
     exporter = prometheus.exporter
     assert exporter is not None
     for source in range(OBJECTS // PER_SOURCE):
         exporter.set(METRIC, source % 5, source=f"s{source}")
     prometheus.wait_for_value(f'{METRIC}{{source="s{OBJECTS // PER_SOURCE - 1}"}}', (OBJECTS // PER_SOURCE - 1) % 5)
-    with running_scaler() as scaler:
+    with running_scaler(*(["--cache-ttl", str(cache_ttl)] if cache_ttl else [])) as scaler:
         process = psutil.Process(scaler.proc.pid)
         rss_start = process.memory_info().rss
         load = LoadGenerator(
@@ -110,7 +112,7 @@ def measure(prometheus: PrometheusServer, window: float = 60.0) -> Scale:
             calls_before = scaler.metric("scaler_grpc_requests_total")
             queries_before = scaler.metric("scaler_source_queries_total")
             rss_max = process.memory_info().rss
-            start_profile(process.pid, window, "cluster_scale")
+            start_profile(process.pid, window, f"cluster_scale_ttl{cache_ttl or 'default'}")
             while time.monotonic() - started < window:
                 time.sleep(min(2.0, window - (time.monotonic() - started)))
                 rss_max = max(rss_max, process.memory_info().rss)
@@ -128,6 +130,7 @@ def measure(prometheus: PrometheusServer, window: float = 60.0) -> Scale:
         return (after.user + after.system - before.user - before.system) / elapsed
 
     return Scale(
+        cache_ttl=cache_ttl,
         window=elapsed,
         cpu_cores=cores(cpu_before, cpu_after),
         rss_max_mb=rss_max / 2**20,
@@ -147,11 +150,12 @@ def measure(prometheus: PrometheusServer, window: float = 60.0) -> Scale:
 def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--window", type=float, default=60.0)
+    parser.add_argument("--cache-ttl", type=float, default=None)
     args = parser.parse_args()
     exporter = Exporter()
     prometheus = start_prometheus(exporter)
     try:
-        for row in measure(prometheus, args.window).rows():
+        for row in measure(prometheus, args.window, args.cache_ttl).rows():
             print(f"{row.what}: {row.figure}; {row.note} -> {'met' if row.met else 'NOT met'}")
     finally:
         prometheus.stop()
