@@ -1,8 +1,9 @@
 """Activation latency, Prometheus: the sample's scrape time -> StreamIsActive `true` (p95 of 20 trials, goal <= 1 s).
 
 Prometheus scrapes the exporter every second (tests/fixtures/prometheus.py). Each trial opens a
-StreamIsActive on its own series (value 0, so the stream first says `false`), then, at a random moment,
-sets the exporter's value to 1 and waits for `true`. Afterwards the sample timestamps are read back from
+StreamIsActive on its own series at a random moment (a new poller, so its phase against the scrapes is
+random; value 0, so the stream first says `false`), then, at a random moment, sets the exporter's value to 1
+and waits for `true`. Afterwards the sample timestamps are read back from
 Prometheus: the first sample with value 1 carries the time Prometheus scraped it, and latency is counted
 from there (what the scaler can influence), and also from the exporter change (what a user sees).
 
@@ -18,6 +19,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from grpc import aio
 
@@ -55,47 +57,49 @@ class Activation:
         ]
 
 
+async def _trial(prometheus: PrometheusServer, stub: Any, query: str, labels: dict[str, str]) -> tuple[float, float]:
+    """One stream on its own series: open it at a random moment (so its poller's phase against the scrapes
+    is random, as for a real trigger), wait for `false`, flip the value at a random moment, wait for `true`."""
+    exporter = prometheus.exporter
+    assert exporter is not None
+    await asyncio.sleep(random.uniform(0, SCRAPE_INTERVAL))
+    metadata = prometheus_metadata(prometheus.url, query, activationThreshold="0")
+    call = stub.StreamIsActive(pb.ScaledObjectRef(name="activation", scalerMetadata=metadata))
+    try:
+        first = await asyncio.wait_for(call.read(), 15)
+        assert first.result is False, f"{query}: the stream's first message should be false"
+        await asyncio.sleep(random.uniform(0, SCRAPE_INTERVAL))
+        changed = time.time()
+        exporter.set(METRIC, 1, **labels)
+        second = await asyncio.wait_for(call.read(), 15)
+        activated = time.time()
+        assert second.result is True, f"{query}: expected true after the change"
+    finally:
+        call.cancel()
+    return changed, activated
+
+
 async def _trials(prometheus: PrometheusServer, address: str, trials: int) -> tuple[list[float], list[float]]:
     exporter = prometheus.exporter
     assert exporter is not None
     run = f"{random.getrandbits(32):08x}"  # fresh series each run
+    labels = [{"run": run, "trial": str(k)} for k in range(trials)]
     queries = [f'{METRIC}{{run="{run}",trial="{k}"}}' for k in range(trials)]
     for k in range(trials):
-        exporter.set(METRIC, 0, run=run, trial=str(k))
+        exporter.set(METRIC, 0, **labels[k])
     for query in queries:
         await asyncio.to_thread(prometheus.wait_for_value, query, 0)
-    arrivals: list[asyncio.Queue[tuple[float, bool]]] = [asyncio.Queue() for _ in range(trials)]
     async with aio.insecure_channel(address) as channel:
         stub = pb_grpc.ExternalScalerStub(channel)
-
-        async def watch(k: int) -> None:
-            metadata = prometheus_metadata(prometheus.url, queries[k], activationThreshold="0")
-            async for message in stub.StreamIsActive(pb.ScaledObjectRef(name=f"act-{k}", scalerMetadata=metadata)):
-                arrivals[k].put_nowait((time.time(), message.result))
-
-        streams = [asyncio.create_task(watch(k)) for k in range(trials)]
-        for k in range(trials):
-            _, first = await asyncio.wait_for(arrivals[k].get(), 15)
-            assert first is False, f"trial {k}: the stream's first message should be false"
-        changed, activated = [], []
-        for k in range(trials):
-            await asyncio.sleep(random.uniform(0, 1.0))  # a random phase against scrapes and polls
-            changed.append(time.time())
-            exporter.set(METRIC, 1, run=run, trial=str(k))
-            at, result = await asyncio.wait_for(arrivals[k].get(), 15)
-            assert result is True, f"trial {k}: expected true after the change"
-            activated.append(at)
-        for task in streams:
-            task.cancel()
-        await asyncio.gather(*streams, return_exceptions=True)
+        times = [await _trial(prometheus, stub, queries[k], labels[k]) for k in range(trials)]
     from_scrape = []
-    for k, query in enumerate(queries):
+    for (_, activated), query in zip(times, queries, strict=True):
         samples = (await asyncio.to_thread(prometheus.query, f"{query}[2m]"))[0]["values"]
         scraped_at = next(float(ts) for ts, value in samples if float(value) == 1)  # type: ignore[attr-defined]
-        from_scrape.append(activated[k] - scraped_at)
+        from_scrape.append(activated - scraped_at)
     for k in range(trials):
-        exporter.remove(METRIC, run=run, trial=str(k))
-    return from_scrape, [a - c for a, c in zip(activated, changed, strict=True)]
+        exporter.remove(METRIC, **labels[k])
+    return from_scrape, [activated - changed for changed, activated in times]
 
 
 def measure(prometheus: PrometheusServer, trials: int = 20, push_interval: float = 1.0) -> Activation:
