@@ -15,6 +15,7 @@ The scaler runs on its defaults (cache TTL 1 s, push interval 1 s).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -49,6 +50,8 @@ class Scale:
     streams_open: float
     pollers: float
     error_samples: list[str]
+    in_flight_at_end: int
+    load_average: float  # the machine's 1-minute load average at the end of the window
 
     @property
     def load_kept_up(self) -> bool:
@@ -56,10 +59,14 @@ class Scale:
 
     def rows(self) -> list[Row]:
         ttl = "" if self.cache_ttl is None else f", --cache-ttl {self.cache_ttl:g}"
+        per_call_ms = self.cpu_cores / self.calls_per_s * 1000
         load = (
-            f"{self.calls_per_s:.0f} calls/s served (KEDA-like schedule asks {self.expected_calls_per_s:.0f}), "
-            f"{self.errors} errors, {self.streams_open:.0f} streams and {self.pollers:.0f} pollers open, "
-            f"{self.source_queries_per_s:.0f} source queries/s; {self.window:.0f} s window after {POLL:.0f} s warm-up"
+            f"{self.calls_per_s:.0f} calls/s served (KEDA-like schedule asks {self.expected_calls_per_s:.0f}; "
+            f"{self.in_flight_at_end} still in flight at the end), {self.errors} errors, "
+            f"{self.streams_open:.0f} streams and {self.pollers:.0f} pollers open, "
+            f"{self.source_queries_per_s:.0f} source queries/s, {per_call_ms:.2f} ms CPU per call served; "
+            f"{self.window:.0f} s window after {POLL:.0f} s warm-up; machine load average {self.load_average:.1f} "
+            f"on {os.cpu_count()} cores"
         )
         if self.error_samples:
             load += f"; first error: {self.error_samples[0][:160]}"
@@ -117,6 +124,7 @@ def measure(prometheus: PrometheusServer, window: float = 60.0, cache_ttl: float
                 time.sleep(min(2.0, window - (time.monotonic() - started)))
                 rss_max = max(rss_max, process.memory_info().rss)
             elapsed = time.monotonic() - started
+            load_average = os.getloadavg()[0]
             cpu_after, load_after = process.cpu_times(), load_process.cpu_times()
             calls = scaler.metric("scaler_grpc_requests_total") - calls_before
             queries = scaler.metric("scaler_source_queries_total") - queries_before
@@ -144,6 +152,8 @@ def measure(prometheus: PrometheusServer, window: float = 60.0, cache_ttl: float
         streams_open=streams_open,
         pollers=pollers,
         error_samples=list(done["error_samples"]),  # type: ignore[call-overload]
+        in_flight_at_end=int(done["in_flight_at_end"]),  # type: ignore[call-overload]
+        load_average=load_average,
     )
 
 

@@ -160,21 +160,21 @@ async def cluster(args: argparse.Namespace, stub: Any, counters: Counters) -> No
             spawn(call(kind, i))
             heapq.heappush(events, (when + (args.poll if kind == 0 else args.hpa), kind, i))
         await asyncio.sleep(max(0.0, min(events[0][0], end_at) - time.monotonic()))
-    lagging = len(tasks)
-    pending = [*streams, *tasks, *specs.values()]
-    for task in pending:
-        task.cancel()
-    await asyncio.gather(*pending, return_exceptions=True)
+    # Report before cancelling what is still in flight: those cancellations are ours, not the scaler's.
     emit(
         "done",
         calls=counters.calls,
         errors=counters.errors,
         stream_messages=counters.stream_messages,
         stream_errors=counters.stream_errors,
-        in_flight_at_end=lagging,
+        in_flight_at_end=len(tasks),
         elapsed=time.monotonic() - started,
         error_samples=counters.error_samples,
     )
+    pending = [*streams, *tasks, *specs.values()]
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
 
 
 async def main() -> None:

@@ -39,6 +39,10 @@ NOTES = """
 - Under the cluster load, httpcore's pool re-scanned every queued request against every connection on each
   event, with a `getpeername` syscall per connection (40% of the samples, and the event loop collapsed):
   per endpoint the pool now keeps 8 connections alive and excess requests wait on a semaphore (adapters/http.py).
+- gRPC core cancels calls at random once more than 1,000 are waiting for the event loop to pick them up
+  (all of them past 3,000): at the start of the cluster load ~10% of the calls and ~200 of the 2,000
+  streams ended CANCELLED without the scaler ever seeing them. The server now allows 10,000 / 20,000
+  (scaler/server.py); after the change a start burst of 10,000 specs and 2,000 streams had no errors.
 
 ## Goals not met on this design: finding and the change that would meet them
 
@@ -51,14 +55,19 @@ NOTES = """
   0.55 ms CPU and 0.76 ms, which would put a reading through the scaler at about 1.1x a direct httpx query.
   The design change is `adapters/http.HttpClients` on aiohttp (same `get_json` API, so adapters are
   unchanged); it is shared plumbing of three adapters on other branches, so it is proposed, not done here.
-- **CPU (and RSS) at 10,000 ScaledObjects**. With the default 1 s cache TTL, 1,000 sources read ~1.3 times
-  a second each cost ~600 source queries/s, plus 200/s from the push pollers. From two runs at different
-  query rates the cost is ~0.15 ms CPU per gRPC call and ~1.5 ms per source query (httpx on this loaded
-  machine): the queries are most of the CPU, and when the scaler's event loop cannot keep up, in-flight
-  calls pile up (that backlog is what pushes RSS past 200 MB; at rest 10,000 parsed triggers and their
-  series take ~60 MB over the 62 MB idle process). Two levers, both measured or measurable here: a longer
-  cache TTL for polled readings (KEDA polls every 30 s, so a reading up to 5 s old changes nothing; the
-  second cluster row runs `--cache-ttl 5`), and the aiohttp client above (3.7x less CPU per query).
-  Run on a quiet machine, the same load needs far less than the figures above: on this shared machine
-  other test runs held the load average at 3-5 on 2 cores.
+- **CPU and RSS at 10,000 ScaledObjects**. With the default 1 s cache TTL, 1,000 sources read ~1.3 times a
+  second each cost ~600 source queries/s, plus 200/s from the push pollers. py-spy under this load: ~50-65%
+  of the scaler's samples are inside httpx/httpcore sending those queries; the engine itself (service,
+  cache, push, metrics, parsing) is under 10%. From runs at different query rates the cost is ~0.15 ms CPU
+  per gRPC call and ~1-1.5 ms per source query on this loaded machine, so the queries are most of the CPU.
+  On this shared machine (load average in the row's note) the scaler's one event loop did not get enough
+  CPU to serve the whole schedule; the calls it could not serve yet wait in memory, and that backlog, not
+  the ScaledObjects, is what pushes RSS past 200 MB: at rest 10,000 parsed triggers and their series take
+  ~60 MB over the 62 MB of an idle process. The design changes that would meet both goals: fewer queries
+  (a longer cache TTL for polled readings: KEDA polls every 30 s, so a reading up to 5 s old changes
+  nothing; the second cluster rows run `--cache-ttl 5`), and a cheaper query (the aiohttp client above,
+  3.7x less CPU per query); beyond that, batching the sources of one Prometheus into one query per TTL.
+- **Activation latency** is met, but only just: a poller's phase against the scrapes is random, so the
+  latency from the scrape is uniform over one push interval (1 s by default) plus a query. A tighter
+  bound needs `--push-interval 0.5` (twice the poller queries for watched sources).
 """

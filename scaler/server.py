@@ -64,8 +64,9 @@ class ScalerServer:
                 # gRPC core cancels calls at random once more than 1,000 wait to be picked up by the event
                 # loop (3,000: all). KEDA reconciling 10,000 ScaledObjects and reopening 2,000 streams at once
                 # queues more than that, and the cancelled ones cost KEDA a retry or a fallback.
-                ("grpc.server.max_pending_requests", 20_000),
-                ("grpc.server.max_pending_requests_hard_limit", 40_000),
+                # Still bounded, so a sustained overload sheds calls instead of growing memory without end.
+                ("grpc.server.max_pending_requests", 10_000),
+                ("grpc.server.max_pending_requests_hard_limit", 20_000),
             ]
         )
         service = ExternalScalerService(self.parser, self.cache, self.hub, self.metrics, self.shutdown)
