@@ -5,7 +5,7 @@ content-type application/grpc, te: trailers and a length-prefixed body). Figures
 against the bare server, because these machines are shared and noisy. Needs Debian's nghttp2-client
 (h2load) and prometheus (`make test` installs both).
 
-    .venv/bin/python bench/grpc_throughput.py [--requests 20000] [--rounds 3]
+    .venv/bin/python bench/grpc_throughput.py [--requests 20000] [--rounds 5]
 """
 
 from __future__ import annotations
@@ -115,7 +115,7 @@ def h2load(port: int, body_file: Path, requests: int) -> Run:
     return Run(rps, latencies[len(latencies) // 2], latencies[int(len(latencies) * 0.99) - 1], succeeded)
 
 
-def measure(prometheus_url: str, requests: int = 20000, rounds: int = 3) -> Throughput:
+def measure(prometheus_url: str, requests: int = 20000, rounds: int = 5) -> Throughput:
     """Scaler (warm cache, TTL 1 h) and bare server alternately under h2load; both stopped at the end."""
     if not shutil.which("h2load"):
         raise RuntimeError("h2load not found: apt-get install nghttp2-client (make test installs it)")
@@ -153,7 +153,7 @@ def measure(prometheus_url: str, requests: int = 20000, rounds: int = 3) -> Thro
 def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--requests", type=int, default=20000)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
     exporter = Exporter()
     prometheus = start_prometheus(exporter)

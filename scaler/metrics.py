@@ -52,7 +52,10 @@ class ScaledObjectSeries(Collector):
         read_at: float | None = None,
         stale: bool = False,
     ) -> None:
-        state = self._objects.setdefault((namespace, name, metric), _ObjectState())
+        key = (namespace, name, metric)
+        state = self._objects.get(key)
+        if state is None:  # not setdefault: that would build a throw-away state on every call
+            state = self._objects[key] = _ObjectState()
         state.last_asked = time.time()
         if value is not None:
             state.value = value
