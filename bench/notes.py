@@ -19,7 +19,8 @@ NOTES = """
   the scaler's push interval is 1 s. The latency runs from the timestamp Prometheus stored for the first
   sample with the new value (its scrape time) to the arrival of `StreamIsActive: true` at the client.
 - **Throughput / p99**: h2load, 8 connections x 8 streams, the scaler with a warm cache (TTL 1 h) and
-  bench/bare_server.py (grpc.aio returning a constant) alternately, 5 rounds, medians. py-spy on the
+  bench/bare_server.py (grpc.aio returning a constant) alternately, 9 rounds; the ratio is the median
+  of the per-round ratios (on this shared machine single runs of the same build ranged 0.68-0.94x). py-spy on the
   warm path: the engine's own Python (parse cache, cache hit, metrics, response) is ~2.5% of the samples;
   the rest is grpc.aio and the event loop, which the bare server pays too.
 - **Adapter overhead**: the scaler with a cache TTL of 1 µs (every call is a real query, checked by its
