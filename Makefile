@@ -21,9 +21,12 @@ proto:
 docs:
 	.venv/bin/python scripts/update_readme.py
 
+# Every benchmark in one run (~6 min on 2 cores), written to BENCHMARKS.md. Not part of `make test`.
+# BENCH_PROFILE=<dir> also records py-spy profiles of the scaler under the cluster-scale load.
 bench:
+	scripts/system-deps.sh
 	scripts/bootstrap.sh --dev
-	.venv/bin/python bench/grpc_throughput.py
+	.venv/bin/python bench/run_all.py
 
 clean:
 	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache *.egg-info

@@ -53,23 +53,30 @@ class MeasurementCache:
     def __len__(self) -> int:
         return len(self._entries)
 
-    async def read(self, key: SourceKey, measure: Callable[[], Awaitable[float]], timeout: float) -> Reading:
+    async def read(
+        self, key: SourceKey, measure: Callable[[], Awaitable[float]], timeout: float, *, refresh: bool = False
+    ) -> Reading:
+        """The cached reading while fresh, else one query shared by every concurrent caller.
+
+        `refresh` asks for a reading taken now (joining one in flight), whatever the TTL: push pollers use
+        it so that a stream is as fresh as the push interval, not push interval + TTL.
+        """
         now = time.monotonic()
         entry = self._entries.get(key)
         if entry is None:
             entry = self._entries[key] = _Entry()
             self.metrics.cache_entries.set(len(self._entries))
         entry.last_used = now
-        if entry.inflight is None and entry.expires > now:
-            self.metrics.cache.labels("hit").inc()
+        if entry.inflight is None and entry.expires > now and not refresh:
+            self.metrics.count_cache("hit")
             if entry.error is not None:
                 raise entry.error.with_traceback(None)  # reused: keep its traceback from growing
             assert entry.reading is not None
             return entry.reading
         if entry.inflight is not None:
-            self.metrics.cache.labels("coalesced").inc()
+            self.metrics.count_cache("coalesced")
         else:
-            self.metrics.cache.labels("miss").inc()
+            self.metrics.count_cache("miss")
             # A task, not a bare await: a caller that gives up (KEDA cancelled the RPC) must not cancel
             # the query the other callers are waiting on.
             entry.inflight = asyncio.create_task(self._query(key, entry, measure, timeout))

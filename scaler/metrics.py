@@ -52,7 +52,10 @@ class ScaledObjectSeries(Collector):
         read_at: float | None = None,
         stale: bool = False,
     ) -> None:
-        state = self._objects.setdefault((namespace, name, metric), _ObjectState())
+        key = (namespace, name, metric)
+        state = self._objects.get(key)
+        if state is None:  # not setdefault: that would build a throw-away state on every call
+            state = self._objects[key] = _ObjectState()
         state.last_asked = time.time()
         if value is not None:
             state.value = value
@@ -154,3 +157,23 @@ class ScalerMetrics:
         ProcessCollector(registry=r)
         for method in ("StreamIsActive", "StreamMetricSpec"):
             self.push_streams.labels(method)
+        # Label children looked up once: `.labels()` takes a lock and builds a key on every call, and the
+        # hot path (thousands of calls a second) needs only a handful of distinct label sets.
+        self._request_counts: dict[tuple[str, str], Counter] = {}
+        self._request_durations: dict[str, Histogram] = {}
+        self._cache_results = {result: self.cache.labels(result) for result in ("hit", "miss", "coalesced")}
+
+    def count_request(self, method: str, code: str, seconds: float | None = None) -> None:
+        """One answered call; `seconds` for unary calls (streams have no meaningful duration)."""
+        counter = self._request_counts.get((method, code))
+        if counter is None:
+            counter = self._request_counts[method, code] = self.requests.labels(method, code)
+        counter.inc()
+        if seconds is not None:
+            histogram = self._request_durations.get(method)
+            if histogram is None:
+                histogram = self._request_durations[method] = self.request_seconds.labels(method)
+            histogram.observe(seconds)
+
+    def count_cache(self, result: str) -> None:
+        self._cache_results[result].inc()

@@ -1,8 +1,8 @@
 """One poller per source for push streams, however many StreamIsActive streams watch that source.
 
-A poller reads through the measurement cache every `interval`, so streams, KEDA's polls and the HPA's
-reads of one source still cost one query per TTL. Each stream decides for itself whether its own
-activation threshold flipped; the poller only publishes readings.
+A poller refreshes the source's cache entry every `interval` (fixed rate), so a stream sees a change
+within one interval, and KEDA's polls and the HPA's reads of a watched source are served from that entry.
+Each stream decides for itself whether its own activation threshold flipped; the poller only publishes readings.
 """
 
 from __future__ import annotations
@@ -41,16 +41,20 @@ class SourcePoller:
         self.task = asyncio.create_task(self._run(), name=f"poller {key}")
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
+            # Fixed rate, and a fresh reading each tick: reading through a still-valid cache entry would
+            # let a change wait up to interval + TTL (measured: p95 activation latency ~2x the interval).
+            next_tick = loop.time() + self._interval
             try:
-                update: Update = await self._cache.read(self.key, self._measure, self._timeout)
+                update: Update = await self._cache.read(self.key, self._measure, self._timeout, refresh=True)
             except AdapterError as error:
                 update = error
             async with self.changed:
                 self.latest = update
                 self.version += 1
                 self.changed.notify_all()
-            await asyncio.sleep(self._interval)
+            await asyncio.sleep(max(0.0, next_tick - loop.time()))
 
     async def updates(self) -> AsyncIterator[Update]:
         """Every reading from now on, starting with the latest one if there is one; ends when closed."""

@@ -65,18 +65,17 @@ class ExternalScalerService(pb_grpc.ExternalScalerServicer):  # type: ignore[mis
             ]
         )
 
-    async def _read(self, trigger: Trigger, ref: Any, *, activation: bool) -> Reading:
+    async def _read(self, trigger: Trigger, ref: Any, *, activation: bool) -> tuple[Reading, bool]:
+        """The reading, and whether it is a stale one served by the lastKnown policy."""
         key = trigger.activation_key if activation else trigger.source_key
         measure = trigger.measure_activation() if activation else trigger.measure()
         try:
-            reading = await self.cache.read(key, measure, trigger.timeout)
+            return await self.cache.read(key, measure, trigger.timeout), False
         except AdapterError as error:
             stale = self._last_known(trigger, ref, key, error)
             if stale is None:
                 raise
-            return stale
-        self.metrics.objects.record(ref.namespace, ref.name, trigger.metric_name, read_at=reading.taken_at)
-        return reading
+            return stale, True
 
     def _last_known(self, trigger: Trigger, ref: Any, key: Any, error: AdapterError) -> Reading | None:
         """The opt-in `onSourceError: lastKnown` policy: a stale reading, visible in logs and on /metrics."""
@@ -87,7 +86,6 @@ class ExternalScalerService(pb_grpc.ExternalScalerServicer):  # type: ignore[mis
             return None
         age = time.monotonic() - last.monotonic
         self.metrics.stale_served.labels(trigger.adapter.name).inc()
-        self.metrics.objects.record(ref.namespace, ref.name, trigger.metric_name, read_at=last.taken_at, stale=True)
         log.warning(
             "serving a %.0fs old reading (onSourceError: lastKnown) because: %s",
             age,
@@ -123,8 +121,7 @@ class ExternalScalerService(pb_grpc.ExternalScalerServicer):  # type: ignore[mis
             log.exception("%s failed unexpectedly", method, extra=self._context(ref))
             await context.abort(code, f"{method} failed unexpectedly; see the scaler's log")
         finally:
-            self.metrics.requests.labels(method, code.name).inc()
-            self.metrics.request_seconds.labels(method).observe(time.perf_counter() - started)
+            self.metrics.count_request(method, code.name, time.perf_counter() - started)
         raise AssertionError("unreachable")  # abort() always raises
 
     async def _abort(
@@ -151,9 +148,12 @@ class ExternalScalerService(pb_grpc.ExternalScalerServicer):  # type: ignore[mis
 
         async def handle() -> Any:
             trigger = self._trigger(ref)
-            reading = await self._read(trigger, ref, activation=False)
+            reading, stale = await self._read(trigger, ref, activation=False)
             name = request.metricName or trigger.metric_name
-            self.metrics.objects.record(ref.namespace, ref.name, trigger.metric_name, value=reading.value)
+            # One record per call: value and reading age together.
+            self.metrics.objects.record(
+                ref.namespace, ref.name, trigger.metric_name, value=reading.value, read_at=reading.taken_at, stale=stale
+            )
             return pb.GetMetricsResponse(
                 metricValues=[
                     pb.MetricValue(metricName=name, metricValue=round(reading.value), metricValueFloat=reading.value)
@@ -165,9 +165,16 @@ class ExternalScalerService(pb_grpc.ExternalScalerServicer):  # type: ignore[mis
     async def IsActive(self, request: Any, context: aio.ServicerContext) -> Any:
         async def handle() -> Any:
             trigger = self._trigger(request)
-            reading = await self._read(trigger, request, activation=True)
+            reading, stale = await self._read(trigger, request, activation=True)
             active = reading.value > trigger.activation_target
-            self.metrics.objects.record(request.namespace, request.name, trigger.metric_name, active=active)
+            self.metrics.objects.record(
+                request.namespace,
+                request.name,
+                trigger.metric_name,
+                active=active,
+                read_at=reading.taken_at,
+                stale=stale,
+            )
             return pb.IsActiveResponse(result=active)
 
         return await self._unary("IsActive", request, context, handle)
@@ -177,7 +184,7 @@ class ExternalScalerService(pb_grpc.ExternalScalerServicer):  # type: ignore[mis
         try:
             trigger = self._trigger(request)
         except AdapterError as error:
-            self.metrics.requests.labels(method, _status(error).name).inc()
+            self.metrics.count_request(method, _status(error).name)
             await self._abort(context, _status(error), error, method, request)
         self.metrics.push_streams.labels(method).inc()
         code = "OK"
@@ -213,14 +220,14 @@ class ExternalScalerService(pb_grpc.ExternalScalerServicer):  # type: ignore[mis
             raise
         finally:
             self.metrics.push_streams.labels(method).dec()
-            self.metrics.requests.labels(method, code).inc()
+            self.metrics.count_request(method, code)
 
     async def StreamMetricSpec(self, request: Any, context: aio.ServicerContext) -> AsyncIterator[Any]:
         method = "StreamMetricSpec"
         try:
             trigger = self._trigger(request)
         except AdapterError as error:
-            self.metrics.requests.labels(method, _status(error).name).inc()
+            self.metrics.count_request(method, _status(error).name)
             await self._abort(context, _status(error), error, method, request)
         self.metrics.push_streams.labels(method).inc()
         code = "OK"
@@ -234,4 +241,4 @@ class ExternalScalerService(pb_grpc.ExternalScalerServicer):  # type: ignore[mis
             raise
         finally:
             self.metrics.push_streams.labels(method).dec()
-            self.metrics.requests.labels(method, code).inc()
+            self.metrics.count_request(method, code)

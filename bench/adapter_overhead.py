@@ -1,0 +1,115 @@
+"""Adapter overhead: one Prometheus reading through the scaler vs the same query made directly with httpx.
+
+The scaler runs with a cache TTL of 1 µs, so every GetMetrics is a real query to Prometheus. The direct
+path is what a hand-written client would do: a pooled httpx.AsyncClient GET of /api/v1/query, JSON
+decoded and the value read. Calls alternate in blocks, one at a time, from this process; the ratio of
+medians is the figure (goal <= 1.3x).
+
+    .venv/bin/python bench/adapter_overhead.py [--calls 300]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+from grpc import aio
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import Row, median, percentile, prometheus_metadata, running_scaler
+from scaler._generated import externalscaler_pb2 as pb
+from scaler._generated import externalscaler_pb2_grpc as pb_grpc
+from tests.fixtures.prometheus import Exporter, PrometheusServer, start_prometheus
+
+METRIC = "bench_overhead_depth"
+GOAL = 1.3
+BLOCK = 25
+
+
+@dataclass
+class Overhead:
+    scaler: list[float]
+    direct: list[float]
+    queries_per_call: float
+
+    @property
+    def ratio(self) -> float:
+        return median(self.scaler) / median(self.direct)
+
+    def rows(self) -> list[Row]:
+        return [
+            Row(
+                "Adapter overhead: one Prometheus reading through the scaler vs direct httpx",
+                f"{self.ratio:.2f}x ({median(self.scaler) * 1000:.2f} vs {median(self.direct) * 1000:.2f} ms median)",
+                f"<= {GOAL}x",
+                self.ratio <= GOAL and self.queries_per_call >= 0.99,
+                f"{len(self.scaler)} sequential calls each, alternating blocks of {BLOCK}; p90 "
+                f"{percentile(self.scaler, 0.9) * 1000:.2f} vs {percentile(self.direct, 0.9) * 1000:.2f} ms; "
+                f"{self.queries_per_call:.2f} Prometheus queries per scaler call (every call a real query)",
+            )
+        ]
+
+
+async def _compare(prometheus: PrometheusServer, address: str, calls: int) -> tuple[list[float], list[float]]:
+    query = f'{METRIC}{{bench="overhead"}}'
+    request = pb.GetMetricsRequest(
+        scaledObjectRef=pb.ScaledObjectRef(name="overhead", scalerMetadata=prometheus_metadata(prometheus.url, query))
+    )
+    through_scaler: list[float] = []
+    direct: list[float] = []
+    async with aio.insecure_channel(address) as channel, httpx.AsyncClient(trust_env=False) as client:
+        stub = pb_grpc.ExternalScalerStub(channel)
+
+        async def via_scaler() -> float:
+            reply = await stub.GetMetrics(request, timeout=10)
+            return float(reply.metricValues[0].metricValueFloat)
+
+        async def via_httpx() -> float:
+            response = await client.get(f"{prometheus.url}/api/v1/query", params={"query": query}, timeout=10)
+            response.raise_for_status()
+            return float(response.json()["data"]["result"][0]["value"][1])
+
+        for fn in (via_scaler, via_httpx):  # warm both connections
+            assert await fn() == 3
+        while len(through_scaler) < calls:
+            for fn, times in ((via_scaler, through_scaler), (via_httpx, direct)):
+                for _ in range(BLOCK):
+                    started = time.perf_counter()
+                    await fn()
+                    times.append(time.perf_counter() - started)
+    return through_scaler, direct
+
+
+def measure(prometheus: PrometheusServer, calls: int = 300) -> Overhead:
+    assert prometheus.exporter is not None
+    prometheus.exporter.set(METRIC, 3, bench="overhead")
+    prometheus.wait_for_value(f'{METRIC}{{bench="overhead"}}', 3)
+    with running_scaler("--cache-ttl", "0.000001") as scaler:
+        through_scaler, direct = asyncio.run(_compare(prometheus, scaler.address, calls))
+        queries = scaler.metric("scaler_source_queries_total", adapter="prometheus")
+    return Overhead(through_scaler, direct, queries / (len(through_scaler) + 1))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--calls", type=int, default=300)
+    args = parser.parse_args()
+    exporter = Exporter()
+    prometheus = start_prometheus(exporter)
+    try:
+        for row in measure(prometheus, args.calls).rows():
+            print(f"{row.what}: {row.figure}; {row.note} -> {'met' if row.met else 'NOT met'}")
+    finally:
+        prometheus.stop()
+        exporter.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
