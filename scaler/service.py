@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any, NoReturn, TypeVar
 
 import grpc
@@ -179,18 +180,34 @@ class ExternalScalerService(pb_grpc.ExternalScalerServicer):  # type: ignore[mis
 
         return await self._unary("IsActive", request, context, handle)
 
-    async def StreamIsActive(self, request: Any, context: aio.ServicerContext) -> AsyncIterator[Any]:
-        method = "StreamIsActive"
+    async def _stream_trigger(self, method: str, request: Any, context: aio.ServicerContext) -> Trigger:
+        """Parse a stream's trigger, or end the stream with the metadata error (counted like a unary call)."""
         try:
-            trigger = self._trigger(request)
+            return self._trigger(request)
         except AdapterError as error:
             self.metrics.count_request(method, _status(error).name)
             await self._abort(context, _status(error), error, method, request)
+
+    @contextlib.contextmanager
+    def _open_stream(self, method: str) -> Iterator[None]:
+        """Count an open push stream, and its end as OK or CANCELLED."""
         self.metrics.push_streams.labels(method).inc()
         code = "OK"
+        try:
+            yield
+        except asyncio.CancelledError:
+            code = "CANCELLED"
+            raise
+        finally:
+            self.metrics.push_streams.labels(method).dec()
+            self.metrics.count_request(method, code)
+
+    async def StreamIsActive(self, request: Any, context: aio.ServicerContext) -> AsyncIterator[Any]:
+        method = "StreamIsActive"
+        trigger = await self._stream_trigger(method, request, context)
         last_sent: bool | None = None
         last_error = ""
-        try:
+        with self._open_stream(method):
             async with self.hub.watch(trigger.activation_key, trigger.measure_activation(), trigger.timeout) as updates:
                 async for update in updates:
                     if isinstance(update, AdapterError):
@@ -215,30 +232,12 @@ class ExternalScalerService(pb_grpc.ExternalScalerServicer):  # type: ignore[mis
                     if active != last_sent:
                         last_sent = active
                         yield pb.IsActiveResponse(result=active)
-        except asyncio.CancelledError:
-            code = "CANCELLED"
-            raise
-        finally:
-            self.metrics.push_streams.labels(method).dec()
-            self.metrics.count_request(method, code)
 
     async def StreamMetricSpec(self, request: Any, context: aio.ServicerContext) -> AsyncIterator[Any]:
         method = "StreamMetricSpec"
-        try:
-            trigger = self._trigger(request)
-        except AdapterError as error:
-            self.metrics.count_request(method, _status(error).name)
-            await self._abort(context, _status(error), error, method, request)
-        self.metrics.push_streams.labels(method).inc()
-        code = "OK"
-        try:
+        trigger = await self._stream_trigger(method, request, context)
+        with self._open_stream(method):
             # The spec depends on the metadata only, which cannot change within one stream: send it once
             # and hold the stream until KEDA cancels it or the server shuts down (then end with OK).
             yield self._spec(trigger)
             await self.shutdown.wait()
-        except asyncio.CancelledError:
-            code = "CANCELLED"
-            raise
-        finally:
-            self.metrics.push_streams.labels(method).dec()
-            self.metrics.count_request(method, code)
