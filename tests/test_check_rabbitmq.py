@@ -12,8 +12,14 @@ from tests.test_check import prometheus_trigger, row, run_cli, scaled_object, wr
 
 
 def rabbitmq_trigger(rabbitmq: RabbitBroker, queue: str, value: str) -> dict[str, object]:
-    metadata = {"scalerAddress": "scaler.keda.svc:9090", "adapter": "rabbitmq", "host": rabbitmq.amqp_host(),
-                "queueName": queue, "mode": "QueueLength", "value": value}
+    metadata = {
+        "scalerAddress": "scaler.keda.svc:9090",
+        "adapter": "rabbitmq",
+        "host": rabbitmq.amqp_host(),
+        "queueName": queue,
+        "mode": "QueueLength",
+        "value": value,
+    }
     return {"type": "external-push", "name": "orders-queue", "metadata": metadata}
 
 

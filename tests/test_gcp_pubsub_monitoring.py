@@ -8,7 +8,6 @@ emulator's real backlog, stands in for it; a recording proxy in front shows the 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
@@ -40,23 +39,8 @@ def short(path: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def scaler(pubsub_emulator: PubSubEmulator) -> Iterator[ScalerProcess]:
-    process = ScalerProcess(
-        ["--push-interval", "0.3", "--cache-ttl", "0.2", "--error-cache-ttl", "0.2"],
-        env=google_isolated_env(pubsub_emulator.host),
-    )
-    yield process
-    process.stop()
-
-
-@pytest.fixture
-def topic(pubsub_emulator: PubSubEmulator) -> str:
-    return pubsub_emulator.topic()
-
-
-@pytest.fixture
-def subscription(pubsub_emulator: PubSubEmulator, topic: str) -> str:
-    return pubsub_emulator.subscription(topic)
+def scaler(pubsub_scaler: ScalerProcess) -> ScalerProcess:
+    return pubsub_scaler  # the shared emulator-aware scaler (tests/fixtures/pubsub.py)
 
 
 def mirror_backlog(scaler: ScalerProcess, exporter: Exporter, scraped: PrometheusServer, subscription: str) -> float:

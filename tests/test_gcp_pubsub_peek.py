@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 
 import grpc
 import pytest
@@ -19,24 +18,8 @@ def meta(subscription: str = "", topic: str = "", **extra: str) -> dict[str, str
 
 
 @pytest.fixture(scope="module")
-def scaler(pubsub_emulator: PubSubEmulator) -> Iterator[ScalerProcess]:
-    """A scaler whose environment names the emulator, so `source` defaults to peek (as in a dev cluster)."""
-    process = ScalerProcess(
-        ["--push-interval", "0.3", "--cache-ttl", "0.2", "--error-cache-ttl", "0.2"],
-        env=google_isolated_env(pubsub_emulator.host),
-    )
-    yield process
-    process.stop()
-
-
-@pytest.fixture
-def topic(pubsub_emulator: PubSubEmulator) -> str:
-    return pubsub_emulator.topic()
-
-
-@pytest.fixture
-def subscription(pubsub_emulator: PubSubEmulator, topic: str) -> str:
-    return pubsub_emulator.subscription(topic)
+def scaler(pubsub_scaler: ScalerProcess) -> ScalerProcess:
+    return pubsub_scaler  # the shared emulator-aware scaler (tests/fixtures/pubsub.py)
 
 
 def test_peek_counts_published_messages(
