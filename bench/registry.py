@@ -30,7 +30,8 @@ class BenchContext:
     """Services shared by the benchmarks, started on first use and stopped once at the end."""
 
     stack: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
-    # name -> starter returning (service, stop); the RabbitMQ and Pub/Sub emulator hooks go here.
+    # name -> starter returning (service, stop): "prometheus", "rabbitmq" (a RabbitBroker in a vhost of its
+    # own on the broker at 127.0.0.1:5672, else on a node started here), "pubsub" (the emulator).
     services: dict[str, Callable[[], tuple[Any, Callable[[], None]]]] = field(default_factory=dict)
     _started: dict[str, Any] = field(default_factory=dict)
 
@@ -49,6 +50,21 @@ class BenchContext:
         self.stack.close()
 
 
+def _start_rabbitmq() -> tuple[Any, Callable[[], None]]:
+    # Imported here: the RabbitMQ fixtures need pika, which only the dev install brings.
+    from bench.rabbitmq_fanin import start_broker, stop_broker
+
+    broker, node = start_broker()
+    return broker, lambda: stop_broker(broker, node)
+
+
+def _start_pubsub() -> tuple[Any, Callable[[], None]]:
+    from tests.fixtures.pubsub import start_emulator
+
+    emulator = start_emulator()
+    return emulator, emulator.cleanup
+
+
 def _start_prometheus() -> tuple[PrometheusServer, Callable[[], None]]:
     exporter = Exporter()
     server = start_prometheus(exporter)
@@ -62,7 +78,9 @@ def _start_prometheus() -> tuple[PrometheusServer, Callable[[], None]]:
 
 @contextlib.contextmanager
 def bench_context() -> Iterator[BenchContext]:
-    context = BenchContext(services={"prometheus": _start_prometheus})
+    context = BenchContext(
+        services={"prometheus": _start_prometheus, "rabbitmq": _start_rabbitmq, "pubsub": _start_pubsub}
+    )
     try:
         yield context
     finally:
