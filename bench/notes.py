@@ -113,7 +113,7 @@ NOTES = """
   per source) makes no query at all. No engine change brings a 0.1 ms loopback query within 1.3x.
 - **Activation latency** is met, but only just: a poller's phase against the scrapes is random, so the
   latency from the scrape is uniform over one push interval (1 s by default) plus a query. The same holds
-  for RabbitMQ and Pub/Sub peek (p95 ~0.91-0.97x the push interval across runs). A tighter bound needs
+  for RabbitMQ and Pub/Sub peek (p95 0.81-0.99x the push interval over four runs today). A tighter bound needs
   `--push-interval 0.5` (twice the poller queries for watched sources): measured in the same run, p95 is
   then about half a second for both (rows "push interval 0.5 s").
 """
