@@ -1,5 +1,9 @@
 """Activation latency for gcp-pubsub: first publish into an empty subscription -> StreamIsActive `true`.
 
+In `make bench` (rows()): the peek source only, as bench/activation_trials.py runs trials (20, at the default
+push interval, 1 s, and at 0.5 s), against the emulator the bench context starts.
+Run as a script it also compares peek with the monitoring source:
+
 Two triggers watch each subscription through the real scaler over a real gRPC channel:
   * peek:        `source: peek` (pull without ack, release at once), polled every push interval;
   * monitoring:  `source: monitoring` only, against a real Prometheus that scrapes an exporter mirroring
@@ -29,36 +33,15 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from google.pubsub_v1 import PubsubMessage  # noqa: E402
+
+from bench.activation_trials import Source, TimedStream, measure  # noqa: E402
+from bench.common import Row  # noqa: E402
 from tests.fixtures.prometheus import Exporter, start_prometheus  # noqa: E402
 from tests.fixtures.pubsub import PROJECT, PubSubEmulator, google_isolated_env, start_emulator  # noqa: E402
-from tests.fixtures.scaler import ScalerProcess, ref  # noqa: E402
+from tests.fixtures.scaler import ScalerProcess  # noqa: E402
 
 BACKLOG = "pubsub_googleapis_com:subscription_num_undelivered_messages"
-
-
-class TimedStream:
-    """A StreamIsActive call read on a thread; remembers when the first `true` arrived."""
-
-    def __init__(self, scaler: ScalerProcess, metadata: dict[str, str]) -> None:
-        self.call = scaler.stub.StreamIsActive(ref(metadata))
-        self.first_false = threading.Event()
-        self.active = threading.Event()
-        self.active_at = 0.0
-        threading.Thread(target=self._run, daemon=True).start()
-
-    def _run(self) -> None:
-        try:
-            for message in self.call:
-                if message.result and not self.active.is_set():
-                    self.active_at = time.perf_counter()
-                    self.active.set()
-                elif not message.result:
-                    self.first_false.set()
-        except Exception:
-            self.first_false.set()  # cancelled or failed: let waiters go
-
-    def cancel(self) -> None:
-        self.call.cancel()
 
 
 class MonitoringMirror:
@@ -120,6 +103,36 @@ def trial(
     finally:
         for stream in streams:
             stream.cancel()
+
+
+def measure_peek(emulator: PubSubEmulator, trials: int = 20) -> list[Row]:
+    publisher = emulator.publisher  # one client, already connected, shared by the trials' threads
+
+    def new_source() -> Source:
+        topic = emulator.topic("bench-activation")
+        subscription = emulator.subscription(topic, "bench-activation-sub")
+
+        def cleanup() -> None:
+            emulator.subscriber.delete_subscription(subscription=subscription)
+            publisher.delete_topic(topic=topic)
+
+        def publish() -> None:
+            publisher.publish(topic=topic, messages=[PubsubMessage(data=b"first")])
+
+        return {"adapter": "gcp-pubsub", "source": "peek", "subscriptionName": subscription}, publish, cleanup
+
+    return measure(
+        "Activation latency, Pub/Sub peek: first message into an empty subscription -> StreamIsActive true",
+        new_source,
+        scaler_flags=[],
+        trials=trials,
+        how="`source: peek` (pull without ack, released at once) against the Pub/Sub emulator",
+        env=google_isolated_env(emulator.host),
+    )
+
+
+def rows(context: Any) -> list[Row]:
+    return measure_peek(context.service("pubsub"))
 
 
 def percentile(values: list[float], p: float) -> float:
