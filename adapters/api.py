@@ -18,7 +18,7 @@ from .errors import (
     SourceUnavailable,
 )
 from .http import HttpClients, HttpEndpoint
-from .metadata import TriggerMetadata, describe_fields, parse_metadata, resolve_from_env
+from .metadata import TriggerMetadata, describe_fields, parse_duration, parse_metadata, resolve_from_env
 from .pool import ClientPool
 from .redaction import SECRETS, redact, strip_userinfo
 from .registry import ENTRY_POINT_GROUP, AdapterLoadError, AdapterRegistry, discover_adapter_classes
@@ -49,6 +49,7 @@ __all__ = [
     "credentials_identity",
     "describe_fields",
     "discover_adapter_classes",
+    "parse_duration",
     "parse_metadata",
     "redact",
     "resolve_from_env",

@@ -9,7 +9,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
-from .api import TriggerMetadata
+from .api import TriggerMetadata, parse_duration
 
 Mode = Literal["NumUndeliveredMessages", "OldestUnackedMessageAge"]
 Source = Literal["monitoring", "peek"]
@@ -22,16 +22,7 @@ _PATH = re.compile(r"projects/(?P<project>[^/]+)/(?P<kind>subscriptions|topics)/
 _NAME = re.compile(r"[A-Za-z][A-Za-z0-9\-_.~+%]{2,254}")
 # Project ids: lower-case, digits, hyphens; legacy domain-scoped ids carry `example.com:`.
 _PROJECT = re.compile(r"[a-z][a-z0-9\-.:]{1,98}[a-z0-9]")
-_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)?")
 _AGGREGATIONS = ("max", "min", "avg", "mean", "sum", "count", "median", "stddev", "variance", "percentileNN")
-
-
-def parse_duration(text: str) -> float:
-    """`30s`, `2m`, `1h`, `250ms` or plain seconds, as seconds."""
-    match = _DURATION.fullmatch(text.strip())
-    if not match:
-        raise ValueError(f"expected a duration such as 30s, 2m or 1h, got {text[:40]!r}")
-    return float(match.group(1)) * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[match.group(2) or "s"]
 
 
 class PubSubMetadata(TriggerMetadata):

@@ -9,6 +9,7 @@ from this one declaration.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping
 from typing import Any, ClassVar, TypeVar
 
@@ -18,6 +19,20 @@ from pydantic.alias_generators import to_camel
 from .errors import InvalidMetadata
 
 FROM_ENV_SUFFIX = "FromEnv"
+_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*")
+_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+MAX_DURATION = 30 * 86400.0  # beyond this a duration is a typo, and huge ones overflow timers
+
+
+def parse_duration(text: str) -> float:
+    """`30s`, `2m`, `1h`, `250ms` or plain seconds, as seconds; ValueError (for a validator) when malformed."""
+    match = _DURATION.fullmatch(text)
+    if not match:
+        raise ValueError(f"expected a duration such as 30s, 2m or 1h, got {text[:40]!r}")
+    seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2) or "s"]
+    if seconds > MAX_DURATION:
+        raise ValueError(f"must be at most {MAX_DURATION // 86400:.0f} days")
+    return seconds
 
 
 class TriggerMetadata(BaseModel):

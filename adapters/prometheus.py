@@ -78,7 +78,9 @@ class PrometheusMetadata(TriggerMetadata):
         None, description="How to combine several series: sum, max, min or avg (KEDA: always an error)"
     )
     unsafe_ssl: bool = Field(False, description="Skip TLS certificate verification")
-    timeout: int | None = Field(None, gt=0, description="Query timeout in milliseconds (default: the server's)")
+    timeout: int | None = Field(
+        None, gt=0, le=3_600_000, description="Query timeout in milliseconds, at most 1 h (default: the server's)"
+    )
     auth_modes: str = Field("", description="basic, bearer, custom or tls (inferred from the credentials if unset)")
     username: str = Field("", description="Basic auth user")
     password: SecretStr = Field(SecretStr(""), description="Basic auth password (prefer a named connection)")

@@ -65,7 +65,9 @@ class RabbitMQMetadata(TriggerMetadata):
     exclude_unacknowledged: bool = Field(
         False, description="QueueLength counts ready messages only (HTTP only; AMQP always does)"
     )
-    timeout: int | None = Field(None, gt=0, description="Query timeout in milliseconds (default: the server's)")
+    timeout: int | None = Field(
+        None, gt=0, le=3_600_000, description="Query timeout in milliseconds, at most 1 h (default: the server's)"
+    )
     unsafe_ssl: bool = Field(False, description="Skip TLS certificate verification")
     username: str = Field("", description="User; overrides the one in `host` (give with `password`)")
     password: SecretStr = Field(SecretStr(""), description="Password (prefer a named connection)")

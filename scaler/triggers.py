@@ -23,6 +23,7 @@ from adapters.api import (
     SourceKey,
     SourcePermissionDenied,
     TriggerMetadata,
+    parse_duration,
     parse_metadata,
     resolve_from_env,
 )
@@ -96,15 +97,6 @@ def metric_name(adapter: str, hint: str, key: SourceKey) -> str:
     return name
 
 
-def parse_duration(key: str, text: str) -> float:
-    """`30s`, `5m`, `1h`, `250ms` or plain seconds."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*", text)
-    if not match:
-        raise InvalidMetadata(key, f"expected a duration such as 30s, 5m or 1h, got {text[:40]!r}")
-    number, unit = float(match.group(1)), match.group(2) or "s"
-    return number * {"ms": 0.001, "s": 1, "m": 60, "h": 3600}[unit]
-
-
 class TriggerParser:
     def __init__(
         self,
@@ -175,7 +167,10 @@ class TriggerParser:
         on_error = values.get("onSourceError", "fail")
         if on_error not in ("fail", "lastKnown"):
             raise InvalidMetadata("onSourceError", f"must be 'fail' or 'lastKnown', got {on_error[:40]!r}")
-        max_staleness = parse_duration("maxStaleness", values.get("maxStaleness", "5m"))
+        try:
+            max_staleness = parse_duration(values.get("maxStaleness", "5m"))
+        except ValueError as exc:
+            raise InvalidMetadata("maxStaleness", str(exc)) from None
         return Trigger(
             adapter=adapter,
             metadata=metadata,

@@ -117,6 +117,8 @@ def test_prometheus_killed_and_restarted_under_a_stream_and_polling(
     baseline = Footprint.of(scaler, port)
 
     prometheus.kill()
+    # The poller's last good reading may still be cached for a few ms: start polling once a query failed.
+    wait_for(lambda: failed_queries(scaler) >= 1, 20, "the first failed query", interval=0.05)
     polling = KedaPolling(scaler, metadata)
     wait_for(lambda: failed_queries(scaler) >= FAILED_POLLS, 60, f"{FAILED_POLLS} failed polls", interval=0.2)
     polling.finish()

@@ -36,6 +36,8 @@ def test_unknown_adapter_lists_the_registered_adapters(scaler: ScalerProcess) ->
         ({"ignoreNullValues": "maybe"}, "ignoreNullValues"),
         ({"aggregation": "median"}, "aggregation"),
         ({"timeout": "0"}, "timeout"),
+        ({"timeout": "9" * 300}, "timeout"),  # found by the fuzzer: overflowed into INTERNAL
+        ({"maxStaleness": "9" * 300 + "h"}, "maxStaleness"),
         ({"customHeaders": "novalue"}, "customHeaders"),
         ({"authModes": "bearer"}, "authModes"),
     ],
