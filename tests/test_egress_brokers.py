@@ -8,15 +8,18 @@ here sends a packet off 127.0.0.1.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
+import grpc
 import pytest
 
 from tests.fixtures.prometheus import PrometheusServer
-from tests.fixtures.pubsub import PROJECT, google_isolated_env
+from tests.fixtures.pubsub import PROJECT, TokenEndpoint, google_isolated_env, service_account_key
 from tests.fixtures.rabbitmq import RabbitBroker
-from tests.fixtures.scaler import ScalerProcess, StartScaler, denied
+from tests.fixtures.scaler import ScalerProcess, StartScaler, denied, error_of
 
 BACKLOG = "pubsub_googleapis_com:subscription_num_undelivered_messages"
 
@@ -165,3 +168,48 @@ def test_only_named_broker_connections_when_inline_addresses_are_forbidden(
     assert scaler.value(named_rabbit, namespace="team-a") == 4
     assert scaler.value(named_pubsub, namespace="team-a") == messages
     assert "namespace 'team-b'" in denied(lambda: scaler.metrics(named_rabbit, namespace="team-b"))
+
+
+# --- inline Google credentials name addresses too -----------------------------------------------
+
+
+def test_token_endpoint_of_inline_credentials_is_checked_by_the_egress_policy(
+    start_scaler: StartScaler, token_endpoint: TokenEndpoint
+) -> None:
+    link_local, _ = service_account_key("key-egress-1", "http://169.254.169.254/token")
+    scaler = start_scaler(env=google_isolated_env())
+    details = denied(lambda: scaler.spec(pubsub(None, credentials=link_local)))
+    assert "host '169.254.169.254'" in details and "metadata key 'credentials'" in details
+    assert "key-egress-1" not in details and "PRIVATE KEY" not in details
+
+    loopback, _ = service_account_key("key-egress-2", token_endpoint.url)
+    outside = start_scaler(egress_allow="10.0.0.0/8", env=google_isolated_env())
+    details = denied(lambda: outside.metrics(pubsub(None, credentials=loopback)))
+    assert "host '127.0.0.1'" in details and "'credentials'" in details and "not in egress_allow" in details
+    assert token_endpoint.bodies == [], "refused before google-auth asked for a token"
+    allowed = start_scaler(egress_allow="127.0.0.1/32", env=google_isolated_env())
+    error = error_of(lambda: allowed.metrics(pubsub(None, credentials=loopback)))
+    assert error.code() == grpc.StatusCode.UNAUTHENTICATED, error.details()
+    assert len(token_endpoint.bodies) == 1, "allowed: the token endpoint is asked (and refuses)"
+
+
+def test_inline_credentials_other_than_a_service_account_key_are_refused_unread(
+    scaler: ScalerProcess, token_endpoint: TokenEndpoint, tmp_path: Path
+) -> None:
+    # An external_account document makes google-auth read a file and send it to the document's token_url:
+    # a ScaledObject could have the scaler post its own pod's files (its service account token) anywhere.
+    pod_file = tmp_path / "token"
+    pod_file.write_text("pod-file-content-Zz90")
+    external = {
+        "type": "external_account",
+        "audience": "//iam.googleapis.com/projects/1/locations/global/workloadIdentityPools/p/providers/x",
+        "subject_token_type": "urn:ietf:params:oauth:token-type:jwt",
+        "token_url": token_endpoint.url,
+        "credential_source": {"file": str(pod_file)},
+    }
+    for call in (scaler.spec, scaler.metrics, scaler.is_active):
+        error = error_of(lambda call=call: call(pubsub(None, credentials=json.dumps(external))))
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, error.details()
+        assert "'credentials'" in error.details() and "service_account" in error.details()
+        assert "pod-file-content" not in error.details() and str(pod_file) not in error.details()
+    assert token_endpoint.bodies == []

@@ -3,7 +3,8 @@
 RabbitMQ: a wrong password in the amqp:// or http:// URL's userinfo (plain and percent-encoded) and in
 `password`, over AMQP and the management API, plus unreachable, TLS-mismatched, policy-refused and
 invalid triggers carrying passwords. Pub/Sub: inline `credentials` (a service account key) that is not
-JSON, whose private key is broken, whose token endpoint is closed, and whose token endpoint refuses it.
+JSON, whose private key is broken, whose token endpoint is closed, refuses it or is refused by the egress
+policy, and of a type other than a service account key.
 Everything is real: the shared broker (wrong passwords only), a real HTTP token endpoint on 127.0.0.1.
 Logs (DEBUG, json and text), gRPC error details, /metrics and the CLI's output are searched.
 """
@@ -11,20 +12,16 @@ Logs (DEBUG, json and text), gRPC error details, /metrics and the CLI's output a
 from __future__ import annotations
 
 import json
-import threading
-from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from grpc import StatusCode as Code
 
 from tests.fixtures._secrets import assert_no_secret, run_cli
 from tests.fixtures._util import free_port
-from tests.fixtures.pubsub import PROJECT, google_isolated_env
+from tests.fixtures.pubsub import PROJECT, TokenEndpoint, google_isolated_env, service_account_key
 from tests.fixtures.rabbitmq import RabbitBroker
 from tests.fixtures.scaler import StartScaler
 
@@ -42,57 +39,16 @@ SECRETS = {
     "not_json": "creds-not-json-Hj40",
     "broken_key": "creds-broken-key-Hk41",
 }
-Code = grpc.StatusCode
 
 
 def service_account(key_id: str, token_uri: str, *, broken: bool = False) -> tuple[str, dict[str, str]]:
-    """A service account key document, and its secrets: the key id, a slice of the key, the whole document."""
-    pem = (
-        rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        .private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-        .decode()
-    )
+    """A service account key document, and its secrets: the key id, a line of the key, the whole document."""
+    document, pem = service_account_key(key_id, token_uri)
     body_line = pem.splitlines()[5]  # 64 characters of the key itself
     if broken:
-        pem = pem.replace(body_line, SECRETS["broken_key"] * 3)
+        document = document.replace(body_line, SECRETS["broken_key"] * 3)
         body_line = SECRETS["broken_key"]
-    document = json.dumps(
-        {
-            "type": "service_account",
-            "project_id": PROJECT,
-            "private_key_id": key_id,
-            "private_key": pem,
-            "client_email": f"scaler@{PROJECT}.iam.gserviceaccount.com",
-            "client_id": "1234567890",
-            "token_uri": token_uri,
-        }
-    )
     return document, {f"{key_id} id": key_id, f"{key_id} key": body_line, f"{key_id} document": document}
-
-
-@pytest.fixture(scope="module")
-def refusing_token_endpoint() -> Iterator[str]:
-    """An OAuth token endpoint that refuses every assertion, as Google's does for a revoked key."""
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            body = b'{"error": "invalid_grant", "error_description": "Invalid JWT Signature."}'
-            self.send_response(400)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}/token"
-    server.shutdown()
-    server.server_close()
 
 
 def rabbit_triggers(broker: RabbitBroker) -> list[tuple[dict[str, str], Code | None]]:
@@ -118,6 +74,8 @@ def pubsub_triggers(token_endpoint: str) -> tuple[list[tuple[dict[str, str], Cod
     closed, closed_secrets = service_account("key-closed-Hl42", f"http://127.0.0.1:{free_port()}/token")
     refused, refused_secrets = service_account("key-refused-Hm43", token_endpoint)
     broken, broken_secrets = service_account("key-broken-Hn44", token_endpoint, broken=True)
+    policy, policy_secrets = service_account("key-policy-Hp45", "http://169.254.169.254/token")
+    other_type = json.dumps({**json.loads(refused), "type": "external_account"})
     not_json = "{" + SECRETS["not_json"]
     base = {
         "adapter": "gcp-pubsub",
@@ -129,15 +87,17 @@ def pubsub_triggers(token_endpoint: str) -> tuple[list[tuple[dict[str, str], Cod
         ({**base, "credentials": broken}, Code.UNAUTHENTICATED),
         ({**base, "credentials": closed}, Code.UNAVAILABLE),
         ({**base, "credentials": refused}, Code.UNAUTHENTICATED),
+        ({**base, "credentials": policy}, Code.PERMISSION_DENIED),
+        ({**base, "credentials": other_type}, Code.INVALID_ARGUMENT),
     ]
-    return triggers, {**closed_secrets, **refused_secrets, **broken_secrets}
+    return triggers, {**closed_secrets, **refused_secrets, **broken_secrets, **policy_secrets}
 
 
 @pytest.mark.parametrize("log_format", ["json", "text"])
 def test_no_broker_secret_leaves_the_scaler_on_any_failure_path(
-    start_scaler: StartScaler, rabbitmq: RabbitBroker, refusing_token_endpoint: str, log_format: str
+    start_scaler: StartScaler, rabbitmq: RabbitBroker, token_endpoint: TokenEndpoint, log_format: str
 ) -> None:
-    pubsub, key_secrets = pubsub_triggers(refusing_token_endpoint)
+    pubsub, key_secrets = pubsub_triggers(token_endpoint.url)
     secrets = {**SECRETS, **key_secrets}
     triggers = rabbit_triggers(rabbitmq) + pubsub
     scaler = start_scaler(
@@ -168,6 +128,7 @@ def test_no_broker_secret_leaves_the_scaler_on_any_failure_path(
     logs = scaler.logs()
 
     assert "source error, stream kept open" in logs
+    assert token_endpoint.bodies, "the refusing token endpoint was reached"
     assert_no_secret("gRPC error details", "\n".join(details), secrets)
     assert_no_secret("/metrics", metrics, secrets)
     assert_no_secret(f"{log_format} logs at DEBUG", logs, secrets)
@@ -186,9 +147,9 @@ def scaled_object(triggers: list[dict[str, str]]) -> dict[str, Any]:
 
 
 def test_cli_output_carries_no_broker_secret(
-    tmp_path: Path, rabbitmq: RabbitBroker, refusing_token_endpoint: str
+    tmp_path: Path, rabbitmq: RabbitBroker, token_endpoint: TokenEndpoint
 ) -> None:
-    pubsub, key_secrets = pubsub_triggers(refusing_token_endpoint)
+    pubsub, key_secrets = pubsub_triggers(token_endpoint.url)
     secrets = {**SECRETS, **key_secrets}
     triggers = [metadata for metadata, _ in rabbit_triggers(rabbitmq) + pubsub]
     manifest = tmp_path / "scaledobject.yaml"
@@ -197,7 +158,7 @@ def test_cli_output_carries_no_broker_secret(
     for output in ("table", "json"):
         result = run_cli("check", str(manifest), "--local", "--timeout", "5", "-o", output, env=env)
         assert "Traceback" not in result.stderr, result.stderr
-        assert "t0" in result.stdout and "t13" in result.stdout, result.stdout + result.stderr
+        assert "t0" in result.stdout and "t15" in result.stdout, result.stdout + result.stderr
         assert_no_secret(f"scaler check -o {output}", result.stdout + result.stderr, secrets)
 
     connections = {
