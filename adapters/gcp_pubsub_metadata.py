@@ -81,7 +81,8 @@ class PubSubMetadata(TriggerMetadata):
     peek_limit: int = Field(1000, gt=0, le=100_000, description="peek: at most this many messages are pulled")
     credentials: SecretStr = Field(
         SecretStr(""),
-        description="Service account key JSON (KEDA's `credentialsFromEnv` arrives here); default: ADC",
+        description="Service account key JSON (KEDA's `credentialsFromEnv` arrives here; `type: service_account` "
+        "only, its `token_uri` is checked by the egress policy); default: ADC",
     )
     credentials_file: str = Field("", description="Path of a credentials JSON file in the scaler pod; default: ADC")
 
