@@ -75,7 +75,7 @@ def _load(source: CredentialsSource) -> Any:
         if source.info:
             try:
                 info = json.loads(source.info)
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, RecursionError):
                 # Never echo the content: it is a private key.
                 raise SourceUnauthenticated("the `credentials` value is not a JSON credentials document") from None
             credentials, _ = google.auth.load_credentials_from_dict(info, scopes=SCOPES)  # type: ignore[no-untyped-call]

@@ -225,6 +225,6 @@ def _credentials_document(text: str) -> dict[str, Any] | None:
         return None
     try:
         document = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # deep nesting ("[[[[...") overflows the parser's stack
         return None
     return document if isinstance(document, dict) else None
