@@ -7,8 +7,10 @@ hundreds of failed polls leave no file descriptors, threads, asyncio tasks or co
 from __future__ import annotations
 
 import socket
+import threading
 import time
 from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import grpc
 import pytest
@@ -103,3 +105,37 @@ def test_a_query_nobody_waits_for_any_more_fails_quietly(start_scaler: StartScal
     wait_for(lambda: scaler.metric("scaler_source_queries_total", outcome="deadline_exceeded") >= 5, 10, "timeouts")
     scaler.stop()
     assert "never retrieved" not in scaler.logs()
+
+
+@pytest.fixture
+def nested_json_server() -> Iterator[str]:
+    """An HTTP server answering every request with JSON nested deeper than Python's parser can follow."""
+    body = b"[" * 100_000
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(int(self.path.rsplit("/", 1)[1]) if self.path.startswith("/status/") else 200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_source_answering_too_deeply_nested_json_is_unavailable_not_internal(
+    scaler: ScalerProcess, nested_json_server: str
+) -> None:
+    for address in (nested_json_server, f"{nested_json_server}/status/500"):
+        metadata = {"adapter": "prometheus", "serverAddress": address, "query": "up", "threshold": "1"}
+        with pytest.raises(grpc.RpcError) as err:
+            scaler.metrics(metadata)
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE, err.value.details()
