@@ -65,6 +65,11 @@ class GoogleCredentials:
             raise SourceUnavailable(
                 f"cannot reach Google's token service for {self.source.describe()}: {_first_line(exc)}"
             ) from None
+        except google.auth.exceptions.GoogleAuthError as exc:
+            # e.g. OAuthError: a token exchange (external_account in credentialsFile or ADC) refused.
+            raise SourceUnauthenticated(
+                f"Google refused to issue a token for {self.source.describe()}: {type(exc).__name__}"
+            ) from None
 
 
 def _load(source: CredentialsSource) -> Any:
@@ -90,6 +95,13 @@ def _load(source: CredentialsSource) -> Any:
         raise SourceUnauthenticated(f"cannot load Google credentials from {source.describe()}{detail}") from None
     except AdapterError:
         raise
+    except google.auth.exceptions.TransportError:
+        raise SourceUnavailable(f"cannot reach Google's token service for {source.describe()}") from None
+    except google.auth.exceptions.GoogleAuthError as exc:
+        # Loading can already exchange tokens (an external_account file finds its project that way).
+        raise SourceUnauthenticated(
+            f"cannot load Google credentials from {source.describe()}: {type(exc).__name__}"
+        ) from None
     except (OSError, ValueError) as exc:
         raise SourceUnauthenticated(
             f"cannot load Google credentials from {source.describe()}: {type(exc).__name__}"

@@ -7,6 +7,7 @@ emulator's real backlog, stands in for it; a recording proxy in front shows the 
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +17,7 @@ import pytest
 
 from tests.fixtures._util import wait_for
 from tests.fixtures.prometheus import Exporter, PrometheusServer
-from tests.fixtures.pubsub import PROJECT, PubSubEmulator, RecordingProxy, google_isolated_env
+from tests.fixtures.pubsub import PROJECT, PubSubEmulator, RecordingProxy, TokenEndpoint, google_isolated_env
 from tests.fixtures.scaler import ScalerProcess, StartScaler
 
 BACKLOG = "pubsub_googleapis_com:subscription_num_undelivered_messages"
@@ -286,3 +287,34 @@ def test_peek_on_google_loads_google_credentials_before_connecting(
         process.metrics(metadata)
     assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
     assert "Application Default Credentials" in err.value.details()
+
+
+def test_a_refused_token_exchange_from_a_credentials_file_is_unauthenticated(
+    start_scaler: StartScaler, token_endpoint: TokenEndpoint, tmp_path: Path
+) -> None:
+    # Workload identity federation (external_account) is for credentialsFile / ADC, the operator's documents.
+    subject = tmp_path / "subject-token"
+    subject.write_text("a-subject-token")
+    key = tmp_path / "federation.json"
+    key.write_text(
+        json.dumps(
+            {
+                "type": "external_account",
+                "audience": "//iam.googleapis.com/projects/1/locations/global/workloadIdentityPools/p/providers/x",
+                "subject_token_type": "urn:ietf:params:oauth:token-type:jwt",
+                "token_url": token_endpoint.url,
+                "credential_source": {"file": str(subject)},
+            }
+        )
+    )
+    process = start_scaler(env=google_isolated_env())
+    metadata = {
+        "adapter": "gcp-pubsub",
+        "source": "monitoring",
+        "subscriptionName": f"projects/{PROJECT}/subscriptions/orders",
+        "credentialsFile": str(key),
+    }
+    with pytest.raises(grpc.RpcError) as err:
+        process.metrics(metadata)
+    assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED, err.value.details()
+    assert len(token_endpoint.bodies) == 1 and "a-subject-token" in token_endpoint.bodies[0]
