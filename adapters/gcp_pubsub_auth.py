@@ -65,6 +65,11 @@ class GoogleCredentials:
             raise SourceUnavailable(
                 f"cannot reach Google's token service for {self.source.describe()}: {_first_line(exc)}"
             ) from None
+        except google.auth.exceptions.GoogleAuthError as exc:
+            # e.g. OAuthError: a token exchange (external_account in credentialsFile or ADC) refused.
+            raise SourceUnauthenticated(
+                f"Google refused to issue a token for {self.source.describe()}: {type(exc).__name__}"
+            ) from None
 
 
 def _load(source: CredentialsSource) -> Any:
@@ -75,7 +80,7 @@ def _load(source: CredentialsSource) -> Any:
         if source.info:
             try:
                 info = json.loads(source.info)
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, RecursionError):
                 # Never echo the content: it is a private key.
                 raise SourceUnauthenticated("the `credentials` value is not a JSON credentials document") from None
             credentials, _ = google.auth.load_credentials_from_dict(info, scopes=SCOPES)  # type: ignore[no-untyped-call]
@@ -90,6 +95,13 @@ def _load(source: CredentialsSource) -> Any:
         raise SourceUnauthenticated(f"cannot load Google credentials from {source.describe()}{detail}") from None
     except AdapterError:
         raise
+    except google.auth.exceptions.TransportError:
+        raise SourceUnavailable(f"cannot reach Google's token service for {source.describe()}") from None
+    except google.auth.exceptions.GoogleAuthError as exc:
+        # Loading can already exchange tokens (an external_account file finds its project that way).
+        raise SourceUnauthenticated(
+            f"cannot load Google credentials from {source.describe()}: {type(exc).__name__}"
+        ) from None
     except (OSError, ValueError) as exc:
         raise SourceUnauthenticated(
             f"cannot load Google credentials from {source.describe()}: {type(exc).__name__}"

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
@@ -71,9 +72,25 @@ class PubSubMetadata(TriggerMetadata):
     peek_limit: int = Field(1000, gt=0, le=100_000, description="peek: at most this many messages are pulled")
     credentials: SecretStr = Field(
         SecretStr(""),
-        description="Service account key JSON (KEDA's `credentialsFromEnv` arrives here); default: ADC",
+        description="Service account key JSON (KEDA's `credentialsFromEnv` arrives here; `type: service_account` "
+        "only, its `token_uri` is checked by the egress policy); default: ADC",
     )
     credentials_file: str = Field("", description="Path of a credentials JSON file in the scaler pod; default: ADC")
+
+    @field_validator("credentials")
+    @classmethod
+    def _check_credentials(cls, value: SecretStr) -> SecretStr:
+        document = _credentials_document(value.get_secret_value())
+        # Other types (external_account, impersonated_service_account, ...) make google-auth read files and
+        # call URLs the document names: whoever writes the ScaledObject could have the scaler send a file
+        # of its pod (its service account token, say) to a server of their choosing.
+        if document is not None and document.get("type") != "service_account":
+            raise ValueError(
+                'must be a service account key ("type": "service_account"); use credentialsFile for others'
+            )
+        if document is not None and not isinstance(document.get("token_uri", ""), str):
+            raise ValueError("has a token_uri that is not a URL")
+        return value
 
     @field_validator("mode")
     @classmethod
@@ -148,6 +165,12 @@ class PubSubMetadata(TriggerMetadata):
             raise ValueError("credentials: give `credentials` (credentialsFromEnv) or `credentialsFile`, not both")
         return self
 
+    def embedded_addresses(self) -> list[tuple[str, str]]:
+        # google-auth posts the signed assertion to the key's token_uri: a ScaledObject chooses that address.
+        document = _credentials_document(self.credentials.get_secret_value())
+        token_uri = document.get("token_uri") if document is not None else None
+        return [("credentials", token_uri)] if isinstance(token_uri, str) and token_uri else []
+
     @property
     def is_topic(self) -> bool:
         return bool(self.topic_name)
@@ -185,3 +208,14 @@ class PubSubMetadata(TriggerMetadata):
     @property
     def staleness_seconds(self) -> float:
         return parse_duration(self.staleness)
+
+
+def _credentials_document(text: str) -> dict[str, Any] | None:
+    """The inline credentials as a JSON object; None when empty or not one (loading reports that, unechoed)."""
+    if not text:
+        return None
+    try:
+        document = json.loads(text)
+    except (ValueError, RecursionError):  # deep nesting ("[[[[...") overflows the parser's stack
+        return None
+    return document if isinstance(document, dict) else None

@@ -141,7 +141,7 @@ class HttpClients:
         raise_for_status(response, source)
         try:
             return response.json()
-        except (json.JSONDecodeError, UnicodeDecodeError):
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):  # RecursionError: "[[[[..." bodies
             raise SourceUnavailable(
                 f"{source} answered HTTP {response.status_code} with a body that is not JSON"
             ) from None
@@ -198,7 +198,7 @@ def raise_for_status(response: httpx.Response, source: str) -> None:
 def _error_detail(response: httpx.Response) -> str:
     try:
         body = response.json()
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
         return ""
     if isinstance(body, dict):
         for key in ("error", "reason", "message"):

@@ -57,6 +57,11 @@ class TriggerMetadata(BaseModel):
     address_keys: ClassVar[tuple[str, ...]] = ()
     """Keys holding a network address (URL or host) the adapter will connect to: the egress policy checks them."""
 
+    def embedded_addresses(self) -> list[tuple[str, str]]:
+        """(metadata key, URL) of addresses inside other values that the adapter will connect to, such as
+        the token endpoint named in a credentials document: the egress policy checks them too."""
+        return []
+
     @classmethod
     def field_for_key(cls, key: str) -> str:
         for name, field in cls.model_fields.items():

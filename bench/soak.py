@@ -6,7 +6,8 @@
 Each ScaledObject polls like KEDA: GetMetrics then IsActive with the same ref. Calls are paced open-loop
 (a late call is not skipped, it is counted late), so a slow server shows up as latency, not as less load.
 200 StreamIsActive streams stay open the whole time while the test flips some sources' values.
-Sources are pluggable (`--sources prometheus`; add a class to SOURCES for RabbitMQ, Pub/Sub).
+Sources are pluggable: `--sources prometheus`, `rabbitmq` (the broker on 127.0.0.1:5672) or
+`prometheus,rabbitmq` (ScaledObjects alternate between them); add a class to SOURCES for others.
 
 Reports errors by status, latency percentiles (and the last window's p99 as a ratio of the first
 window's: drift), stream messages and stream failures, RSS of the scaler at start and end, and the
@@ -17,9 +18,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import queue
 import statistics
 import sys
+import threading
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -36,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 from scaler._generated import externalscaler_pb2 as pb  # noqa: E402
 from scaler._generated import externalscaler_pb2_grpc as pb_grpc  # noqa: E402
 from tests.fixtures.prometheus import Exporter, PrometheusServer, start_prometheus  # noqa: E402
+from tests.fixtures.rabbitmq import SCALER_CONNECTION_NAME, RabbitBroker  # noqa: E402
 from tests.fixtures.scaler import ScalerProcess  # noqa: E402
 
 
@@ -91,7 +96,75 @@ class PrometheusSource:
             self.exporter.close()
 
 
-SOURCES: dict[str, Callable[[], Source]] = {"prometheus": PrometheusSource}
+class RabbitMQSource:
+    """The real broker on 127.0.0.1:5672 (guest), in a vhost of the soak's own, deleted at the end.
+
+    Flips publish or purge on a thread of their own: pika is blocking, and the load generator's event
+    loop must keep its pace.
+    """
+
+    name = "rabbitmq"
+
+    def __init__(self) -> None:
+        self.broker = RabbitBroker("127.0.0.1", 5672, 15672, "guest", "guest", vhost=f"soak-{uuid.uuid4().hex[:8]}")
+        self.queues: list[str] = []
+        self.flips: queue.Queue[tuple[str, bool] | None] = queue.Queue()
+        self.worker = threading.Thread(target=self._flip_queues, daemon=True)
+
+    def start(self, distinct: int) -> None:
+        broker = self.broker
+        broker.api("PUT", f"vhosts/{broker.vhost}").raise_for_status()
+        broker.api("PUT", f"permissions/{broker.vhost}/guest", json={"configure": ".*", "write": ".*", "read": ".*"})
+        channel = broker.channel()
+        self.queues = [f"soak-q{i}" for i in range(distinct)]
+        for name in self.queues:
+            channel.queue_declare(name)
+        channel.connection.close()
+        self.worker.start()
+
+    def metadata(self, index: int) -> dict[str, str]:
+        return {
+            "adapter": "rabbitmq",
+            "host": self.broker.amqp_host(),
+            "queueName": self.queues[index % len(self.queues)],
+            "mode": "QueueLength",
+            "value": "10",
+        }
+
+    def flip(self, index: int, active: bool) -> None:
+        self.flips.put((self.queues[index % len(self.queues)], active))
+
+    def _flip_queues(self) -> None:
+        channel = self.broker.channel()
+        while (item := self.flips.get()) is not None:
+            name, active = item
+            if active:
+                for _ in range(5):
+                    channel.basic_publish("", name, b"soak")
+            else:
+                channel.queue_purge(name)
+        channel.connection.close()
+
+    def queries_served(self) -> float:
+        """AMQP frames the broker received from the scaler (one passive queue.declare per query), as of the
+        broker's last statistics sample (every 5 s)."""
+        response = self.broker.api("GET", f"vhosts/{self.broker.vhost}/connections")
+        response.raise_for_status()
+        return sum(
+            float(c.get("recv_cnt", 0))
+            for c in response.json()
+            if str(c.get("client_properties", {}).get("connection_name", "")).startswith(SCALER_CONNECTION_NAME)
+        )
+
+    def stop(self) -> None:
+        if self.worker.is_alive():
+            self.flips.put(None)
+            self.worker.join(10)
+        self.broker.close_clients()
+        self.broker.api("DELETE", f"vhosts/{self.broker.vhost}")
+
+
+SOURCES: dict[str, Callable[[], Source]] = {"prometheus": PrometheusSource, "rabbitmq": RabbitMQSource}
 
 
 @dataclass

@@ -153,7 +153,9 @@ class TriggerParser:
         inline = [key for key in adapter.metadata_model.address_keys if key in values and key not in fixed]
         self.egress.check_inline(adapter_name, inline)
         metadata = parse_metadata(adapter.metadata_model, values)
-        destinations = tuple(self.egress.check(parse_destination(key, values[key])) for key in inline)
+        addresses = [(key, values[key]) for key in inline]
+        addresses += [(key, url) for key, url in metadata.embedded_addresses() if key not in fixed]
+        destinations = tuple(self.egress.check(parse_destination(key, url)) for key, url in addresses)
         SECRETS.add(*metadata.secrets())
         unknown = sorted(set(values) - set(adapter.metadata_model.keys()) - ENGINE_KEYS)
         if unknown:

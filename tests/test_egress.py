@@ -20,19 +20,11 @@ import pytest
 from scaler.egress import EgressPolicy, parse_destination, parse_rule
 from tests.fixtures._util import free_port
 from tests.fixtures.prometheus import PrometheusServer
-from tests.fixtures.scaler import ROOT, ScalerProcess, StartScaler, ref
+from tests.fixtures.scaler import ROOT, ScalerProcess, StartScaler, denied, ref
 
 
 def prom(server_address: str, **extra: str) -> dict[str, str]:
     return {"adapter": "prometheus", "serverAddress": server_address, "query": "vector(4)", "threshold": "1", **extra}
-
-
-def denied(call: object) -> str:
-    """Run a call that must be refused by policy; return the status details."""
-    with pytest.raises(grpc.RpcError) as err:
-        call()  # type: ignore[operator]
-    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED, err.value.details()
-    return str(err.value.details())
 
 
 @pytest.mark.parametrize(

@@ -10,86 +10,23 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import grpc
-import psutil
 import pytest
 
 from scaler._generated import externalscaler_pb2 as pb
+from tests.fixtures._faults import FAILED_POLLS, Footprint, KedaPolling, failed_queries, fast_failing_settings
 from tests.fixtures._util import wait_for
 from tests.fixtures.prometheus import Exporter, PrometheusServer, unique_metric
 from tests.fixtures.scaler import ScalerProcess, StartScaler, ref
 
 SOURCE_TIMEOUT_MS = 1000
-FAILED_POLLS = 500
-
-
-@dataclass(frozen=True)
-class Footprint:
-    fds: int
-    threads: int
-    tasks: int
-    pooled_clients: int
-    connections_to_source: int
-
-    @classmethod
-    def of(cls, scaler: ScalerProcess, source_port: int) -> Footprint:
-        process = psutil.Process(scaler.proc.pid)
-        to_source = [c for c in process.net_connections("tcp") if c.raddr and c.raddr.port == source_port]
-        return cls(
-            fds=process.num_fds(),
-            threads=process.num_threads(),
-            tasks=int(scaler.metric("scaler_asyncio_tasks")),
-            pooled_clients=int(scaler.metric("scaler_pooled_clients")),
-            connections_to_source=len(to_source),
-        )
-
-    def not_above(self, baseline: Footprint) -> list[str]:
-        return [
-            f"{name}: {getattr(self, name)} > {getattr(baseline, name)}"
-            for name in self.__dataclass_fields__
-            if getattr(self, name) > getattr(baseline, name)
-        ]
-
-
-class KedaPolling:
-    """KEDA's polling loop on a thread: GetMetrics then IsActive, again and again, recording the outcomes."""
-
-    def __init__(self, scaler: ScalerProcess, metadata: dict[str, str]) -> None:
-        self.scaler, self.metadata = scaler, metadata
-        self.codes: list[grpc.StatusCode] = []
-        self.slowest = 0.0
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        while not self.stop.is_set():
-            for call in (self.scaler.metrics, self.scaler.is_active):
-                started = time.monotonic()
-                try:
-                    call(self.metadata)
-                    code = grpc.StatusCode.OK
-                except grpc.RpcError as exc:
-                    code = exc.code()
-                self.slowest = max(self.slowest, time.monotonic() - started)
-                self.codes.append(code)
-            time.sleep(0.01)
-
-    def finish(self) -> None:
-        self.stop.set()
-        self.thread.join(20)
 
 
 @pytest.fixture
 def polling_scaler(start_scaler: StartScaler) -> ScalerProcess:
-    # Failures are not cached, and the stream's poller runs every 10 ms: hundreds of failed polls quickly.
-    return start_scaler(push_interval=0.01, cache_ttl=0.01, error_cache_ttl=0, source_timeout=SOURCE_TIMEOUT_MS / 1000)
-
-
-def failed_queries(scaler: ScalerProcess) -> float:
-    return scaler.metric("scaler_source_queries_total", adapter="prometheus", outcome="unavailable")
+    return start_scaler(**fast_failing_settings(SOURCE_TIMEOUT_MS / 1000))
 
 
 def test_prometheus_killed_and_restarted_under_a_stream_and_polling(
@@ -114,15 +51,17 @@ def test_prometheus_killed_and_restarted_under_a_stream_and_polling(
     healthy.finish()
     assert set(healthy.codes) == {grpc.StatusCode.OK}
     # Both measurements are taken with the stream open and no unary call in flight.
-    baseline = Footprint.of(scaler, port)
+    baseline = Footprint.settled(scaler, port)
 
     prometheus.kill()
     # The poller's last good reading may still be cached for a few ms: start polling once a query failed.
     wait_for(lambda: failed_queries(scaler) >= 1, 20, "the first failed query", interval=0.05)
     polling = KedaPolling(scaler, metadata)
-    wait_for(lambda: failed_queries(scaler) >= FAILED_POLLS, 60, f"{FAILED_POLLS} failed polls", interval=0.2)
+    wait_for(
+        lambda: failed_queries(scaler, "prometheus") >= FAILED_POLLS, 60, f"{FAILED_POLLS} failed polls", interval=0.2
+    )
     polling.finish()
-    during = Footprint.of(scaler, port)
+    during = Footprint.settled(scaler, port)
     assert set(polling.codes) == {grpc.StatusCode.UNAVAILABLE}, "after the kill every call is UNAVAILABLE"
     assert len(polling.codes) >= 20
     assert polling.slowest < SOURCE_TIMEOUT_MS / 1000, "calls fail within the configured source timeout"
@@ -136,7 +75,7 @@ def test_prometheus_killed_and_restarted_under_a_stream_and_polling(
     assert stream.next(timeout=20).result is True
     assert not stream.ended.is_set()
     assert scaler.value(metadata) == 5
-    after = Footprint.of(scaler, port)
+    after = Footprint.settled(scaler, port)
     assert after.not_above(baseline) == [], f"leak after recovery: {after} vs {baseline}"
     assert "stream kept open" in scaler.logs()
     stream.cancel()
@@ -168,3 +107,37 @@ def test_a_query_nobody_waits_for_any_more_fails_quietly(start_scaler: StartScal
     wait_for(lambda: scaler.metric("scaler_source_queries_total", outcome="deadline_exceeded") >= 5, 10, "timeouts")
     scaler.stop()
     assert "never retrieved" not in scaler.logs()
+
+
+@pytest.fixture
+def nested_json_server() -> Iterator[str]:
+    """An HTTP server answering every request with JSON nested deeper than Python's parser can follow."""
+    body = b"[" * 100_000
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(int(self.path.rsplit("/", 1)[1]) if self.path.startswith("/status/") else 200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_source_answering_too_deeply_nested_json_is_unavailable_not_internal(
+    scaler: ScalerProcess, nested_json_server: str
+) -> None:
+    for address in (nested_json_server, f"{nested_json_server}/status/500"):
+        metadata = {"adapter": "prometheus", "serverAddress": address, "query": "up", "threshold": "1"}
+        with pytest.raises(grpc.RpcError) as err:
+            scaler.metrics(metadata)
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE, err.value.details()

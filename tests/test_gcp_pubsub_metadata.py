@@ -60,7 +60,8 @@ def test_spec_never_needs_pubsub(scaler: ScalerProcess) -> None:
         (meta(activationValue="-1"), "activationValue", "0 or more"),
         (meta(monitoringAddress="ftp://example"), "monitoringAddress", "http"),
         (meta(monitoringAddress="http://user:pw@127.0.0.1:9090"), "monitoringAddress", "credentials"),
-        (meta(credentials="{}", credentialsFile="/etc/key.json"), "credentials", "not both"),
+        (meta(credentials='{"type": "service_account"}', credentialsFile="/etc/key.json"), "credentials", "not both"),
+        (meta(credentials='{"type": "external_account"}'), "credentials", "service account key"),
     ],
 )
 def test_bad_metadata_is_invalid_argument_naming_the_key(

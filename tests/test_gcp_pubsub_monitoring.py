@@ -7,6 +7,7 @@ emulator's real backlog, stands in for it; a recording proxy in front shows the 
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -15,7 +16,7 @@ import pytest
 
 from tests.fixtures._util import wait_for
 from tests.fixtures.prometheus import Exporter, PrometheusServer
-from tests.fixtures.pubsub import PROJECT, PubSubEmulator, RecordingProxy, google_isolated_env
+from tests.fixtures.pubsub import PROJECT, PubSubEmulator, RecordingProxy, TokenEndpoint, google_isolated_env
 from tests.fixtures.scaler import ScalerProcess, StartScaler
 
 BACKLOG = "pubsub_googleapis_com:subscription_num_undelivered_messages"
@@ -236,11 +237,12 @@ def test_loopback_endpoint_never_loads_google_credentials(
     assert all("authorization" not in headers for _, _, headers in recording_proxy.requests)
 
 
+# The second is too deeply nested for Python's JSON parser (RecursionError, not a decoding error).
+@pytest.mark.parametrize("secret", ["-----BEGIN PRIVATE KEY-----not-json", "[" * 100_000 + "not-json"])
 def test_inline_credentials_that_are_not_json_are_unauthenticated_without_echo(
-    start_scaler: StartScaler,
+    start_scaler: StartScaler, secret: str
 ) -> None:
     process = start_scaler(env=google_isolated_env())
-    secret = "-----BEGIN PRIVATE KEY-----not-json"
     metadata = {
         "adapter": "gcp-pubsub",
         "source": "monitoring",
@@ -269,3 +271,34 @@ def test_peek_on_google_loads_google_credentials_before_connecting(
         process.metrics(metadata)
     assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
     assert "Application Default Credentials" in err.value.details()
+
+
+def test_a_refused_token_exchange_from_a_credentials_file_is_unauthenticated(
+    start_scaler: StartScaler, token_endpoint: TokenEndpoint, tmp_path: Path
+) -> None:
+    # Workload identity federation (external_account) is for credentialsFile / ADC, the operator's documents.
+    subject = tmp_path / "subject-token"
+    subject.write_text("a-subject-token")
+    key = tmp_path / "federation.json"
+    key.write_text(
+        json.dumps(
+            {
+                "type": "external_account",
+                "audience": "//iam.googleapis.com/projects/1/locations/global/workloadIdentityPools/p/providers/x",
+                "subject_token_type": "urn:ietf:params:oauth:token-type:jwt",
+                "token_url": token_endpoint.url,
+                "credential_source": {"file": str(subject)},
+            }
+        )
+    )
+    process = start_scaler(env=google_isolated_env())
+    metadata = {
+        "adapter": "gcp-pubsub",
+        "source": "monitoring",
+        "subscriptionName": f"projects/{PROJECT}/subscriptions/orders",
+        "credentialsFile": str(key),
+    }
+    with pytest.raises(grpc.RpcError) as err:
+        process.metrics(metadata)
+    assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED, err.value.details()
+    assert len(token_endpoint.bodies) == 1 and "a-subject-token" in token_endpoint.bodies[0]

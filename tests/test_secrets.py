@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import socket
 import ssl
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,9 +19,10 @@ import grpc
 import pytest
 
 from tests.fixtures._certs import CertificateAuthority
+from tests.fixtures._secrets import assert_no_secret, run_cli
 from tests.fixtures._util import free_port
 from tests.fixtures.prometheus import Exporter, PrometheusServer, start_prometheus
-from tests.fixtures.scaler import ROOT, StartScaler
+from tests.fixtures.scaler import StartScaler
 
 SECRETS = {
     "password": "pw-basic-Zq81",
@@ -43,8 +42,7 @@ SECRETS = {
 
 
 def assert_clean(where: str, text: str) -> None:
-    leaked = sorted(name for name, secret in SECRETS.items() if secret in text)
-    assert not leaked, f"secrets {leaked} appear in {where}"
+    assert_no_secret(where, text, SECRETS)
 
 
 @pytest.fixture(scope="module")
@@ -181,18 +179,6 @@ def test_no_secret_leaves_the_scaler_on_any_failure_path(
     assert_clean("gRPC error details", "\n".join(details))
     assert_clean("/metrics", metrics)
     assert_clean(f"{log_format} logs at DEBUG", logs)
-
-
-def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "scaler", *args],
-        cwd=ROOT,
-        env={"PATH": "/usr/bin:/bin", **(env or {})},
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
 
 
 def test_cli_output_carries_no_secret(tmp_path: Path) -> None:
