@@ -55,7 +55,7 @@ def test_prometheus_killed_and_restarted_under_a_stream_and_polling(
 
     prometheus.kill()
     # The poller's last good reading may still be cached for a few ms: start polling once a query failed.
-    wait_for(lambda: failed_queries(scaler) >= 1, 20, "the first failed query", interval=0.05)
+    wait_for(lambda: failed_queries(scaler, "prometheus") >= 1, 20, "the first failed query", interval=0.05)
     polling = KedaPolling(scaler, metadata)
     wait_for(
         lambda: failed_queries(scaler, "prometheus") >= FAILED_POLLS, 60, f"{FAILED_POLLS} failed polls", interval=0.2
