@@ -24,7 +24,9 @@ NOTES = """
   warm path: the engine's own Python (parse cache, cache hit, metrics, response) is ~2.5% of the samples;
   the rest is grpc.aio and the event loop, which the bare server pays too.
 - **Adapter overhead**: the scaler with a cache TTL of 1 µs (every call is a real query, checked by its
-  counter) vs a pooled `httpx.AsyncClient` GET of the same `/api/v1/query`, sequential, alternating blocks.
+  counter) vs a pooled `aiohttp.ClientSession` GET of the same `/api/v1/query` (the client library the
+  scaler uses), sequential, alternating blocks; in the same blocks, the same GET with httpx and GetMetrics
+  to the bare grpc.aio server (the gRPC hop alone).
 - **Start**: `python -m scaler` to the first gRPC health `SERVING`, 10 starts; the baseline is `python -c pass`.
 - **Profiles**: `BENCH_PROFILE=<dir> make bench` records the scaler with py-spy during the cluster-scale window.
 - **RabbitMQ rows** run against the broker on 127.0.0.1:5672 (a node of their own when none is up), in a
@@ -59,11 +61,12 @@ NOTES = """
   stream sees a change within one push interval, and polls of watched sources are served from that entry.
 - Metric label children are looked up once (`ScalerMetrics.count_request/count_cache`), and the
   per-ScaledObject series are recorded once per call instead of twice.
-- httpcore imports `sniffio` on every request; it was not installed and a failed import is not cached, so
-  each source query searched sys.path (6% of the scaler's samples): `sniffio` is now a dependency.
-- Under the cluster load, httpcore's pool re-scanned every queued request against every connection on each
-  event, with a `getpeername` syscall per connection (40% of the samples, and the event loop collapsed):
-  per endpoint the pool now keeps 8 connections alive and excess requests wait on a semaphore (adapters/http.py).
+- Source queries were most of the CPU at scale (py-spy: 50-65% of the scaler's samples inside
+  httpx/httpcore, after fixing httpcore's missing `sniffio` import and its pool re-scanning every queued
+  request). The HTTP plumbing (adapters/http.py) now uses aiohttp, same `get_json` API: measured on a
+  quiet machine, back to back with the httpx build, the cluster-scale load went from 115 to 672 calls/s
+  served and from 7.9 to 1.4 ms of CPU per call served, and one Prometheus reading through the scaler
+  from 5.97 to 2.67 ms. Per endpoint: 8 connections kept alive, excess requests wait in the connector.
 - gRPC core cancels calls at random once more than 1,000 are waiting for the event loop to pick them up
   (all of them past 3,000): at the start of the cluster load ~10% of the calls and ~200 of the 2,000
   streams ended CANCELLED without the scaler ever seeing them. The server now allows 10,000 / 20,000
@@ -78,27 +81,29 @@ NOTES = """
   The goal sits inside this machine's noise; what would put it clearly above: answer a warm read with a
   response serialized once per (metric name, reading) instead of a new protobuf per call, and serve the
   hot RPCs without the generic wrapper's extra coroutine frames (measure again on a quiet machine first).
-- **Adapter overhead** (~1.8-2x on loopback). The scaler's own work on a miss is small (py-spy: the
-  engine outside the HTTP client is under 5% of the samples); the gap is one extra gRPC hop between two
-  Python processes (~0.4 ms round trip to the bare grpc.aio server on this machine) against a query that
-  itself takes under 1 ms on loopback. On a real network, where a query takes 5-50 ms, the same hop is a
-  few percent. To meet 1.3x on loopback the scaler's query must be cheaper than the direct httpx one:
-  measured on this machine, aiohttp costs 0.15 ms CPU and 0.31 ms per Prometheus query against httpx's
-  0.55 ms CPU and 0.76 ms, which would put a reading through the scaler at about 1.1x a direct httpx query.
-  The design change is `adapters/http.HttpClients` on aiohttp (same `get_json` API, so adapters are
-  unchanged); it is shared plumbing of three adapters on other branches, so it is proposed, not done here.
+- **Adapter overhead** (~2-3x direct aiohttp on loopback). The gap is one extra gRPC hop between two
+  Python processes (the bare grpc.aio round trip, measured in the same blocks: about as long as the
+  loopback query itself) plus the engine's miss path (a task with its timeout, trigger lookup, request
+  decode/encode, metrics). Against the client the scaler used before (httpx), a reading through the scaler
+  now costs about the same as a direct query (the row's note): the cheaper client paid for the hop. On a
+  real network, where a query takes 5-50 ms, hop and engine are a few percent; on loopback no reading
+  behind a gRPC hop can come within 1.3x of a sub-millisecond query, and a cache hit (every poll but one
+  per TTL per source) makes no query at all.
 - **CPU and RSS at 10,000 ScaledObjects**. With the default 1 s cache TTL, 1,000 sources read ~1.3 times a
   second each cost ~600 source queries/s, plus 200/s from the push pollers. py-spy under this load: ~50-65%
-  of the scaler's samples are inside httpx/httpcore sending those queries; the engine itself (service,
-  cache, push, metrics, parsing) is under 10%. From runs at different query rates the cost is ~0.15 ms CPU
-  per gRPC call and ~1-1.5 ms per source query on this loaded machine, so the queries are most of the CPU.
+  of the scaler's samples were inside httpx/httpcore sending those queries (now aiohttp, above); the engine
+  itself (service, cache, push, metrics, parsing) is under 10%. From runs at different query rates the
+  cost was ~0.15 ms CPU per gRPC call and ~1-1.5 ms per source query with httpx on a loaded machine, so
+  the queries were most of the CPU.
   On this shared machine (load average in the row's note) the scaler's one event loop did not get enough
   CPU to serve the whole schedule; the calls it could not serve yet wait in memory, and that backlog, not
   the ScaledObjects, is what pushes RSS past 200 MB: at rest 10,000 parsed triggers and their series take
   ~60 MB over the 62 MB of an idle process. The design changes that would meet both goals: fewer queries
   (a longer cache TTL for polled readings: KEDA polls every 30 s, so a reading up to 5 s old changes
-  nothing; the second cluster rows run `--cache-ttl 5`), and a cheaper query (the aiohttp client above,
-  3.7x less CPU per query); beyond that, batching the sources of one Prometheus into one query per TTL.
+  nothing; the second cluster rows run `--cache-ttl 5`), and a cheaper query (done: aiohttp); beyond
+  that, batching the sources of one Prometheus into one query per TTL, and more than one event loop: at
+  1,333 calls/s the gRPC calls alone cost a bare grpc.aio server ~0.3 ms each on a slow core (its h2load
+  row), ~0.4 core before any query, so one Python process on such a core cannot meet 0.5 core.
   With `--cache-ttl 5` the scaler kept up with the whole schedule in the committed run (no backlog, RSS
   within the goal) but still used more than 0.5 core: ~1,333 gRPC calls/s plus ~330 queries/s, of which
   200/s are the push pollers' (one per watched source per push interval, whatever the TTL).

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import grpc
+import psutil
 import pytest
 
 from scaler._generated import externalscaler_pb2 as pb
@@ -141,3 +142,50 @@ def test_a_source_answering_too_deeply_nested_json_is_unavailable_not_internal(
         with pytest.raises(grpc.RpcError) as err:
             scaler.metrics(metadata)
         assert err.value.code() == grpc.StatusCode.UNAVAILABLE, err.value.details()
+
+
+@pytest.fixture
+def huge_body_server() -> Iterator[str]:
+    """An HTTP server answering /declared with a 64 MiB Content-Length and /streamed with an endless body."""
+    chunk = b" " * 65536
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.0"  # no length: the body runs until the connection closes
+
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            if self.path.startswith("/declared"):
+                self.send_header("Content-Length", str(64 * 1024 * 1024))
+            self.end_headers()
+            try:
+                for _ in range(64 * 1024 * 1024 // len(chunk)):
+                    self.wfile.write(chunk)
+            except OSError:  # the scaler hung up once it had read past its limit
+                pass
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_source_answering_a_huge_body_is_unavailable_and_not_buffered(
+    scaler: ScalerProcess, huge_body_server: str
+) -> None:
+    process = psutil.Process(scaler.proc.pid)
+    before = process.memory_info().rss
+    for path in ("/declared", "/streamed"):
+        metadata = {"adapter": "prometheus", "serverAddress": huge_body_server + path, "query": "up", "threshold": "1"}
+        with pytest.raises(grpc.RpcError) as err:
+            scaler.metrics(metadata)
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE, err.value.details()
+        assert "16 MiB limit" in err.value.details()
+    # The 64 MiB bodies were refused at the limit, not buffered whole; the scaler serves on.
+    assert process.memory_info().rss - before < 40 * 1024 * 1024
+    assert scaler.spec(metadata).metricSpecs[0].targetSizeFloat == 1
