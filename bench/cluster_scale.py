@@ -116,8 +116,9 @@ def measure(prometheus: PrometheusServer, window: float = 60.0, cache_ttl: float
             load_process = psutil.Process(load.proc.pid)
             started = time.monotonic()
             cpu_before, load_before = process.cpu_times(), load_process.cpu_times()
-            calls_before = scaler.metric("scaler_grpc_requests_total")
-            queries_before = scaler.metric("scaler_source_queries_total")
+            before = scaler.metrics_text()
+            calls_before = scaler.metric("scaler_grpc_requests_total", snapshot=before)
+            queries_before = scaler.metric("scaler_source_queries_total", snapshot=before)
             rss_max = process.memory_info().rss
             start_profile(process.pid, window, f"cluster_scale_ttl{cache_ttl or 'default'}")
             while time.monotonic() - started < window:
@@ -126,10 +127,13 @@ def measure(prometheus: PrometheusServer, window: float = 60.0, cache_ttl: float
             elapsed = time.monotonic() - started
             load_average = os.getloadavg()[0]
             cpu_after, load_after = process.cpu_times(), load_process.cpu_times()
-            calls = scaler.metric("scaler_grpc_requests_total") - calls_before
-            queries = scaler.metric("scaler_source_queries_total") - queries_before
-            streams_open = scaler.metric("scaler_push_streams_open", method="StreamIsActive")
-            pollers = scaler.metric("scaler_source_pollers")
+            # One scrape for every figure: under this load a scrape can take seconds, and the load generator
+            # starts closing its streams right after the window, so separate scrapes disagreed.
+            after = scaler.metrics_text()
+            calls = scaler.metric("scaler_grpc_requests_total", snapshot=after) - calls_before
+            queries = scaler.metric("scaler_source_queries_total", snapshot=after) - queries_before
+            streams_open = scaler.metric("scaler_push_streams_open", snapshot=after, method="StreamIsActive")
+            pollers = scaler.metric("scaler_source_pollers", snapshot=after)
             done = load.next_event("done")
         finally:
             load.stop()
