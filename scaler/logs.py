@@ -54,5 +54,5 @@ def configure_logging(level: str, fmt: str) -> None:
     root.handlers[:] = [handler]
     root.setLevel(level)
     # Libraries' own chatter (per-request lines, connection details) stays out unless debugging.
-    for noisy in ("httpx", "httpcore", "aio_pika", "aiormq", "pika", "grpc", "google", "urllib3"):
+    for noisy in ("aiohttp", "httpx", "httpcore", "aio_pika", "aiormq", "pika", "grpc", "google", "urllib3"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, logging.getLevelName(level)))
