@@ -25,10 +25,10 @@ from grpc import aio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import Row, median, percentile, prometheus_metadata, running_scaler
+from bench.common import Row, median, percentile, print_rows, prometheus_metadata, running_scaler, standalone_prometheus
 from scaler._generated import externalscaler_pb2 as pb
 from scaler._generated import externalscaler_pb2_grpc as pb_grpc
-from tests.fixtures.prometheus import Exporter, PrometheusServer, start_prometheus
+from tests.fixtures.prometheus import PrometheusServer
 
 METRIC = "bench_activation"
 GOAL_SECONDS = 1.0
@@ -112,16 +112,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--trials", type=int, default=20)
     args = parser.parse_args()
-    exporter = Exporter()
-    prometheus = start_prometheus(exporter)
-    try:
+    with standalone_prometheus() as prometheus:
         result = measure(prometheus, args.trials)
-        for row in result.rows():
-            print(f"{row.what}: {row.figure}; {row.note} -> {'met' if row.met else 'NOT met'}")
+        print_rows(result.rows())
         print("from scrape (ms):", sorted(round(x * 1000) for x in result.from_scrape))
-    finally:
-        prometheus.stop()
-        exporter.close()
     return 0
 
 

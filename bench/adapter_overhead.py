@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,13 +24,20 @@ from grpc import aio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import Row, median, percentile, prometheus_metadata, running_scaler
+from bench.common import (
+    Row,
+    bare_server,
+    median,
+    percentile,
+    print_rows,
+    prometheus_metadata,
+    running_scaler,
+    standalone_prometheus,
+    time_in_alternating_blocks,
+)
 from scaler._generated import externalscaler_pb2 as pb
 from scaler._generated import externalscaler_pb2_grpc as pb_grpc
-from scaler.testing import free_port
-from tests.fixtures.prometheus import Exporter, PrometheusServer, start_prometheus
-
-ROOT = Path(__file__).resolve().parent.parent
+from tests.fixtures.prometheus import PrometheusServer
 
 METRIC = "bench_overhead_depth"
 GOAL = 1.3
@@ -113,12 +118,7 @@ async def _compare(
         for fn in (via_scaler, via_aiohttp, via_httpx, via_bare):  # warm every connection
             assert await fn() == 3
         plan = ((via_scaler, through_scaler), (via_aiohttp, direct), (via_httpx, with_httpx), (via_bare, hop))
-        while len(through_scaler) < calls:
-            for fn, times in plan:
-                for _ in range(BLOCK):
-                    started = time.perf_counter()
-                    await fn()
-                    times.append(time.perf_counter() - started)
+        await time_in_alternating_blocks(plan, calls, BLOCK)
     return through_scaler, direct, with_httpx, hop
 
 
@@ -126,19 +126,9 @@ def measure(prometheus: PrometheusServer, calls: int = 300) -> Overhead:
     assert prometheus.exporter is not None
     prometheus.exporter.set(METRIC, 3, bench="overhead")
     prometheus.wait_for_value(f'{METRIC}{{bench="overhead"}}', 3)
-    bare_address = f"127.0.0.1:{free_port()}"
-    bare = subprocess.Popen(
-        [sys.executable, str(ROOT / "bench" / "bare_server.py"), bare_address], cwd=ROOT, stdout=subprocess.DEVNULL
-    )
-    try:
-        with running_scaler("--cache-ttl", "0.000001") as scaler:
-            through_scaler, direct, with_httpx, hop = asyncio.run(
-                _compare(prometheus, scaler.address, bare_address, calls)
-            )
-            queries = scaler.metric("scaler_source_queries_total", adapter="prometheus")
-    finally:
-        bare.terminate()
-        bare.wait(20)
+    with bare_server() as bare_address, running_scaler("--cache-ttl", "0.000001") as scaler:
+        through_scaler, direct, with_httpx, hop = asyncio.run(_compare(prometheus, scaler.address, bare_address, calls))
+        queries = scaler.metric("scaler_source_queries_total", adapter="prometheus")
     return Overhead(through_scaler, direct, with_httpx, hop, queries / (len(through_scaler) + 1))
 
 
@@ -146,14 +136,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--calls", type=int, default=300)
     args = parser.parse_args()
-    exporter = Exporter()
-    prometheus = start_prometheus(exporter)
-    try:
-        for row in measure(prometheus, args.calls).rows():
-            print(f"{row.what}: {row.figure}; {row.note} -> {'met' if row.met else 'NOT met'}")
-    finally:
-        prometheus.stop()
-        exporter.close()
+    with standalone_prometheus() as prometheus:
+        print_rows(measure(prometheus, args.calls).rows())
     return 0
 
 

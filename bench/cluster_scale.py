@@ -25,8 +25,8 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import LoadGenerator, Row, running_scaler, start_profile
-from tests.fixtures.prometheus import Exporter, PrometheusServer, start_prometheus
+from bench.common import LoadGenerator, Row, print_rows, running_scaler, standalone_prometheus, start_profile
+from tests.fixtures.prometheus import PrometheusServer
 
 METRIC = "bench_cluster_depth"
 RSS_GOAL_MB = 200
@@ -166,14 +166,8 @@ def main() -> int:
     parser.add_argument("--window", type=float, default=60.0)
     parser.add_argument("--cache-ttl", type=float, default=None)
     args = parser.parse_args()
-    exporter = Exporter()
-    prometheus = start_prometheus(exporter)
-    try:
-        for row in measure(prometheus, args.window, args.cache_ttl).rows():
-            print(f"{row.what}: {row.figure}; {row.note} -> {'met' if row.met else 'NOT met'}")
-    finally:
-        prometheus.stop()
-        exporter.close()
+    with standalone_prometheus() as prometheus:
+        print_rows(measure(prometheus, args.window, args.cache_ttl).rows())
     return 0
 
 

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import statistics
+import subprocess
 import sys
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +19,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from tests.fixtures._util import free_port  # noqa: E402
+from tests.fixtures.prometheus import Exporter, PrometheusServer, start_prometheus  # noqa: E402
 from tests.fixtures.scaler import ScalerProcess  # noqa: E402
 
 # Benchmarks log only what goes wrong: INFO lines per call would cost the scaler CPU we are measuring.
@@ -38,6 +42,12 @@ def not_run(what: str, goal: str, reason: str) -> Row:
     return Row(what, f"not run: {reason}", goal, None)
 
 
+def print_rows(rows: Iterable[Row]) -> None:
+    """A benchmark run on its own prints its rows like this."""
+    for row in rows:
+        print(f"{row.what}: {row.figure}; {row.note} -> {'met' if row.met else 'NOT met'}")
+
+
 def start_scaler(*flags: str) -> ScalerProcess:
     """The scaler as users run it, on free loopback ports, waited for until SERVING."""
     return ScalerProcess([*QUIET, *flags])
@@ -50,6 +60,45 @@ def running_scaler(*flags: str) -> Iterator[ScalerProcess]:
         yield scaler
     finally:
         scaler.stop()
+
+
+@contextlib.contextmanager
+def standalone_prometheus() -> Iterator[PrometheusServer]:
+    """A real Prometheus scraping a test exporter (every 1 s), both stopped at the end."""
+    exporter = Exporter()
+    server = start_prometheus(exporter)
+    try:
+        yield server
+    finally:
+        server.stop()
+        exporter.close()
+
+
+@contextlib.contextmanager
+def bare_server() -> Iterator[str]:
+    """bench/bare_server.py (grpc.aio answering GetMetrics with a constant) on a free loopback port: its address."""
+    address = f"127.0.0.1:{free_port()}"
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "bench" / "bare_server.py"), address], cwd=ROOT, stdout=subprocess.DEVNULL
+    )
+    try:
+        yield address
+    finally:
+        proc.terminate()
+        proc.wait(20)
+
+
+async def time_in_alternating_blocks(
+    plan: Sequence[tuple[Callable[[], Awaitable[object]], list[float]]], calls: int, block: int
+) -> None:
+    """Call each of `plan`'s functions `block` times in turn, one call at a time, appending each call's seconds
+    to its list, until the first list holds `calls`: alternating blocks spread the machine's noise evenly."""
+    while len(plan[0][1]) < calls:
+        for call, times in plan:
+            for _ in range(block):
+                started = time.perf_counter()
+                await call()
+                times.append(time.perf_counter() - started)
 
 
 def percentile(values: Sequence[float], fraction: float) -> float:
@@ -71,8 +120,6 @@ class LoadGenerator:
     """bench/keda_load.py in its own process, so the load's CPU is never counted as the scaler's."""
 
     def __init__(self, mode: str, **options: object) -> None:
-        import subprocess
-
         args = [sys.executable, str(ROOT / "bench" / "keda_load.py"), mode]
         for name, value in options.items():
             args += [f"--{name.replace('_', '-')}", str(value)]
@@ -98,7 +145,6 @@ def start_profile(pid: int, seconds: float, name: str) -> object | None:
     """With BENCH_PROFILE=<dir>, py-spy records the scaler during a measured window (collapsed stacks)."""
     import os
     import shutil
-    import subprocess
 
     directory = os.environ.get("BENCH_PROFILE")
     spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")

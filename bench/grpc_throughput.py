@@ -23,10 +23,9 @@ import grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import ROOT, Row, median, prometheus_metadata, running_scaler
+from bench.common import Row, bare_server, median, prometheus_metadata, running_scaler, standalone_prometheus
 from scaler._generated import externalscaler_pb2 as pb
-from tests.fixtures._util import free_port, wait_for
-from tests.fixtures.prometheus import Exporter, start_prometheus
+from tests.fixtures._util import wait_for
 
 PATH = "/externalscaler.ExternalScaler/GetMetrics"
 THROUGHPUT_GOAL = 0.85
@@ -129,34 +128,23 @@ def measure(prometheus_url: str, requests: int = 10000, rounds: int = 9) -> Thro
     """Scaler (warm cache, TTL 1 h) and bare server alternately under h2load; both stopped at the end."""
     if not shutil.which("h2load"):
         raise RuntimeError("h2load not found: apt-get install nghttp2-client (make test installs it)")
-    bare_port = free_port()
-    bare = subprocess.Popen(
-        [sys.executable, str(ROOT / "bench" / "bare_server.py"), f"127.0.0.1:{bare_port}"],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-    )
     body = Path(tempfile.mkdtemp(prefix="bench-body-")) / "body.bin"
     body.write_bytes(grpc_body(prometheus_url))
-    try:
-        with running_scaler("--cache-ttl", "3600") as scaler:
-            channel = grpc.insecure_channel(f"127.0.0.1:{bare_port}")
-            wait_for(lambda: channel.unary_unary(PATH)(body.read_bytes()[5:], timeout=1) is not None, 20, "bare server")
-            channel.close()
-            # Warm the cache, and check the answer is a real reading, not an error h2load would count as HTTP 200.
-            reply = pb.GetMetricsResponse.FromString(
-                scaler.channel.unary_unary(PATH)(body.read_bytes()[5:], timeout=10)
-            )
-            assert reply.metricValues[0].metricValueFloat == 4, reply
-            h2load(scaler.grpc_port, body, 2000)
-            h2load(bare_port, body, 2000)
-            runs: dict[str, list[Run]] = {"scaler": [], "bare": []}
-            for _ in range(rounds):
-                runs["bare"].append(h2load(bare_port, body, requests))
-                runs["scaler"].append(h2load(scaler.grpc_port, body, requests))
-            served_ok = scaler.metric("scaler_grpc_requests_total", method="GetMetrics", code="OK")
-    finally:
-        bare.terminate()
-        bare.wait(20)
+    with bare_server() as bare_address, running_scaler("--cache-ttl", "3600") as scaler:
+        bare_port = int(bare_address.rsplit(":", 1)[1])
+        channel = grpc.insecure_channel(bare_address)
+        wait_for(lambda: channel.unary_unary(PATH)(body.read_bytes()[5:], timeout=1) is not None, 20, "bare server")
+        channel.close()
+        # Warm the cache, and check the answer is a real reading, not an error h2load would count as HTTP 200.
+        reply = pb.GetMetricsResponse.FromString(scaler.channel.unary_unary(PATH)(body.read_bytes()[5:], timeout=10))
+        assert reply.metricValues[0].metricValueFloat == 4, reply
+        h2load(scaler.grpc_port, body, 2000)
+        h2load(bare_port, body, 2000)
+        runs: dict[str, list[Run]] = {"scaler": [], "bare": []}
+        for _ in range(rounds):
+            runs["bare"].append(h2load(bare_port, body, requests))
+            runs["scaler"].append(h2load(scaler.grpc_port, body, requests))
+        served_ok = scaler.metric("scaler_grpc_requests_total", method="GetMetrics", code="OK")
     return Throughput(runs, requests, served_ok)
 
 
@@ -165,13 +153,8 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=10000)
     parser.add_argument("--rounds", type=int, default=9)
     args = parser.parse_args()
-    exporter = Exporter()
-    prometheus = start_prometheus(exporter)
-    try:
+    with standalone_prometheus() as prometheus:
         result = measure(prometheus.url, args.requests, args.rounds)
-    finally:
-        prometheus.stop()
-        exporter.close()
     print(f"GetMetrics, 64 concurrent (h2load -c 8 -m 8), {args.requests} requests x {args.rounds} rounds, median:")
     print(f"{'server':<8} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8}")
     for name in ("bare", "scaler"):

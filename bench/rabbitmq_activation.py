@@ -17,8 +17,8 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.activation_trials import Source, measure
-from bench.common import Row
-from bench.rabbitmq_fanin import delete_queues, queue_metadata, start_broker, stop_broker
+from bench.common import Row, print_rows
+from bench.rabbitmq_fanin import delete_queues, queue_metadata, running_broker
 from tests.fixtures.rabbitmq import RabbitBroker
 
 
@@ -52,13 +52,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--trials", type=int, default=20)
     args = parser.parse_args()
-    broker, node = start_broker()
-    try:
+    with running_broker() as broker:
         found = measure_rabbitmq(broker, args.trials)
-    finally:
-        stop_broker(broker, node)
-    for row in found:
-        print(f"{row.what}: {row.figure}; {row.note} -> {'met' if row.met else 'NOT met'}")
+    print_rows(found)
     return 0
 
 

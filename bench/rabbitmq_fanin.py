@@ -29,6 +29,7 @@ import statistics
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,7 +39,7 @@ import grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import QUIET, Row
+from bench.common import QUIET, Row, print_rows
 from scaler._generated import externalscaler_pb2 as pb
 from scaler._generated import externalscaler_pb2_grpc as pb_grpc
 from tests.fixtures._util import port_open, wait_for
@@ -73,6 +74,16 @@ def stop_broker(broker: RabbitBroker, node: RabbitNode | None) -> None:
         broker.api("DELETE", f"vhosts/{quote(broker.vhost, safe='')}")  # and every queue in it
     if node is not None:
         node.stop()
+
+
+@contextlib.contextmanager
+def running_broker() -> Iterator[RabbitBroker]:
+    """start_broker() for the length of a `with`, then stop_broker()."""
+    broker, node = start_broker()
+    try:
+        yield broker
+    finally:
+        stop_broker(broker, node)
 
 
 def delete_queues(broker: RabbitBroker, queues: list[str]) -> None:
@@ -289,15 +300,11 @@ def main() -> int:
     parser.add_argument("--interval", type=float, default=1.0, help="each ScaledObject's polling interval (s)")
     parser.add_argument("--sizes", default="1,100,1000", help="numbers of ScaledObjects, comma-separated")
     args = parser.parse_args()
-    broker, node = start_broker()
-    try:
+    with running_broker() as broker:
         found = measure_connections(broker).rows()
         sizes = tuple(int(s) for s in args.sizes.split(","))
         found += [s.row(args.interval) for s in measure_fanin(broker, sizes, args.seconds, args.interval)]
-    finally:
-        stop_broker(broker, node)
-    for row in found:
-        print(f"{row.what}: {row.figure}; {row.note} -> {'met' if row.met else 'NOT met'}")
+    print_rows(found)
     return 0
 
 

@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,11 +25,10 @@ from grpc import aio
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import ROOT, Row, median, percentile, running_scaler
-from bench.rabbitmq_fanin import delete_queues, queue_metadata, start_broker, stop_broker
+from bench.common import Row, bare_server, median, percentile, print_rows, running_scaler, time_in_alternating_blocks
+from bench.rabbitmq_fanin import delete_queues, queue_metadata, running_broker
 from scaler._generated import externalscaler_pb2 as pb
 from scaler._generated import externalscaler_pb2_grpc as pb_grpc
-from tests.fixtures._util import free_port
 from tests.fixtures.rabbitmq import RabbitBroker
 
 GOAL = 1.3
@@ -98,12 +95,8 @@ async def _compare(
             for fn in (via_scaler, via_aiormq):  # warm every connection
                 assert await fn() == DEPTH
             await bare.GetMetrics(request, timeout=20, wait_for_ready=True)
-            while len(through_scaler) < calls:
-                for fn, times in ((via_scaler, through_scaler), (via_aiormq, direct), (via_bare, hop)):
-                    for _ in range(BLOCK):
-                        started = time.perf_counter()
-                        await fn()
-                        times.append(time.perf_counter() - started)
+            plan = ((via_scaler, through_scaler), (via_aiormq, direct), (via_bare, hop))
+            await time_in_alternating_blocks(plan, calls, BLOCK)
     finally:
         await connection.close()
     return through_scaler, direct, hop
@@ -114,17 +107,9 @@ def measure(broker: RabbitBroker, calls: int = 300) -> Overhead:
     try:
         broker.publish(queue, DEPTH)
         broker.wait_for_messages(queue, DEPTH)
-        bare_address = f"127.0.0.1:{free_port()}"
-        bare = subprocess.Popen(
-            [sys.executable, str(ROOT / "bench" / "bare_server.py"), bare_address], cwd=ROOT, stdout=subprocess.DEVNULL
-        )
-        try:
-            with running_scaler("--cache-ttl", "0.000001") as scaler:
-                through_scaler, direct, hop = asyncio.run(_compare(broker, queue, scaler.address, bare_address, calls))
-                queries = scaler.metric("scaler_source_queries_total", adapter="rabbitmq")
-        finally:
-            bare.terminate()
-            bare.wait(20)
+        with bare_server() as bare_address, running_scaler("--cache-ttl", "0.000001") as scaler:
+            through_scaler, direct, hop = asyncio.run(_compare(broker, queue, scaler.address, bare_address, calls))
+            queries = scaler.metric("scaler_source_queries_total", adapter="rabbitmq")
     finally:
         delete_queues(broker, [queue])
     return Overhead(through_scaler, direct, hop, queries / (len(through_scaler) + 1))
@@ -138,13 +123,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--calls", type=int, default=300)
     args = parser.parse_args()
-    broker, node = start_broker()
-    try:
+    with running_broker() as broker:
         found = measure(broker, args.calls).rows()
-    finally:
-        stop_broker(broker, node)
-    for row in found:
-        print(f"{row.what}: {row.figure}; {row.note} -> {'met' if row.met else 'NOT met'}")
+    print_rows(found)
     return 0
 
 

@@ -21,8 +21,8 @@ from typing import Any
 
 from adapters.api import discover_adapter_classes
 from bench import activation, adapter_overhead, cluster_scale, grpc_throughput, source_queries, startup
-from bench.common import ROOT, Row, not_run
-from tests.fixtures.prometheus import Exporter, PrometheusServer, start_prometheus
+from bench.common import ROOT, Row, not_run, standalone_prometheus
+from tests.fixtures.prometheus import PrometheusServer
 
 
 @dataclass
@@ -52,10 +52,10 @@ class BenchContext:
 
 def _start_rabbitmq() -> tuple[Any, Callable[[], None]]:
     # Imported here: the RabbitMQ fixtures need pika, which only the dev install brings.
-    from bench.rabbitmq_fanin import start_broker, stop_broker
+    from bench.rabbitmq_fanin import running_broker
 
-    broker, node = start_broker()
-    return broker, lambda: stop_broker(broker, node)
+    stack = contextlib.ExitStack()
+    return stack.enter_context(running_broker()), stack.close
 
 
 def _start_pubsub() -> tuple[Any, Callable[[], None]]:
@@ -66,14 +66,8 @@ def _start_pubsub() -> tuple[Any, Callable[[], None]]:
 
 
 def _start_prometheus() -> tuple[PrometheusServer, Callable[[], None]]:
-    exporter = Exporter()
-    server = start_prometheus(exporter)
-
-    def stop() -> None:
-        server.stop()
-        exporter.close()
-
-    return server, stop
+    stack = contextlib.ExitStack()
+    return stack.enter_context(standalone_prometheus()), stack.close
 
 
 @contextlib.contextmanager

@@ -18,8 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import LoadGenerator, Row, running_scaler
-from tests.fixtures.prometheus import Exporter, PrometheusServer, start_prometheus
+from bench.common import LoadGenerator, Row, print_rows, running_scaler, standalone_prometheus
+from tests.fixtures.prometheus import PrometheusServer
 
 SIZES = (1, 100, 1000, 10000)
 METRIC = "bench_fanin_depth"
@@ -109,14 +109,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--ttl", type=float, default=2.0)
     args = parser.parse_args()
-    exporter = Exporter()
-    prometheus = start_prometheus(exporter)
-    try:
-        for row in rows(measure(prometheus, args.ttl)):
-            print(f"{row.what}: {row.figure}; {row.note} -> {'met' if row.met else 'NOT met'}")
-    finally:
-        prometheus.stop()
-        exporter.close()
+    with standalone_prometheus() as prometheus:
+        print_rows(rows(measure(prometheus, args.ttl)))
     return 0
 
 
