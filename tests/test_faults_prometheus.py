@@ -7,10 +7,8 @@ hundreds of failed polls leave no file descriptors, threads, asyncio tasks or co
 from __future__ import annotations
 
 import socket
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import grpc
 import psutil
@@ -18,7 +16,7 @@ import pytest
 
 from scaler._generated import externalscaler_pb2 as pb
 from tests.fixtures._faults import FAILED_POLLS, Footprint, KedaPolling, failed_queries, fast_failing_settings
-from tests.fixtures._util import wait_for
+from tests.fixtures._util import LoopbackHttpServer, QuietHandler, wait_for
 from tests.fixtures.prometheus import Exporter, PrometheusServer, unique_metric
 from tests.fixtures.scaler import ScalerProcess, StartScaler, ref
 
@@ -115,23 +113,13 @@ def nested_json_server() -> Iterator[str]:
     """An HTTP server answering every request with JSON nested deeper than Python's parser can follow."""
     body = b"[" * 100_000
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_GET(self) -> None:
-            self.send_response(int(self.path.rsplit("/", 1)[1]) if self.path.startswith("/status/") else 200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            self.reply(int(self.path.rsplit("/", 1)[1]) if self.path.startswith("/status/") else 200, body)
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    server = LoopbackHttpServer(Handler)
+    yield server.url
+    server.close()
 
 
 def test_a_source_answering_too_deeply_nested_json_is_unavailable_not_internal(
@@ -149,7 +137,7 @@ def huge_body_server() -> Iterator[str]:
     """An HTTP server answering /declared with a 64 MiB Content-Length and /streamed with an endless body."""
     chunk = b" " * 65536
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         protocol_version = "HTTP/1.0"  # no length: the body runs until the connection closes
 
         def do_GET(self) -> None:
@@ -164,15 +152,9 @@ def huge_body_server() -> Iterator[str]:
             except OSError:  # the scaler hung up once it had read past its limit
                 pass
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    server = LoopbackHttpServer(Handler)
+    yield server.url
+    server.close()
 
 
 def test_a_source_answering_a_huge_body_is_unavailable_and_not_buffered(
