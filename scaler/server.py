@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import signal
 
@@ -87,13 +88,19 @@ class ScalerServer:
             server,
         )
         s = self.settings
-        if s.tls_cert_file or s.tls_key_file:
-            self.tls = RotatingServerCredentials(s.tls_cert_file, s.tls_key_file, s.tls_client_ca_file)
-            self.grpc_port = server.add_secure_port(s.grpc_address, self.tls.credentials())
-        else:
-            self.grpc_port = server.add_insecure_port(s.grpc_address)
+        self.grpc = server  # from here on, stop() tears it down, also when a port cannot be bound
+        try:
+            if s.tls_cert_file or s.tls_key_file:
+                self.tls = RotatingServerCredentials(s.tls_cert_file, s.tls_key_file, s.tls_client_ca_file)
+                self.grpc_port = server.add_secure_port(s.grpc_address, self.tls.credentials())
+            else:
+                self.grpc_port = server.add_insecure_port(s.grpc_address)
+        except RuntimeError:
+            # gRPC says only "Failed to bind to address": report it like the HTTP port's bind error.
+            raise OSError(
+                errno.EADDRINUSE, f"cannot listen for gRPC on {s.grpc_address} (in use, or not this host's address)"
+            ) from None
         await server.start()
-        self.grpc = server
         loop = asyncio.get_running_loop()
         # Counted at scrape time only: a leak of tasks (e.g. per failed poll) shows up on /metrics.
         self.metrics.tasks.set_function(lambda: len(asyncio.all_tasks(loop)))
@@ -146,7 +153,13 @@ class ScalerServer:
 
 async def serve(settings: Settings) -> int:
     server = ScalerServer(settings)
-    await server.start()
+    try:
+        await server.start()
+    except BaseException:
+        # A half-started server (gRPC up, HTTP port taken) is stopped here, inside the event loop: left to
+        # the garbage collector, grpc schedules its shutdown on a closed loop and prints a traceback.
+        await server.stop()
+        raise
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -59,6 +60,28 @@ def test_serve_with_a_bad_setting_exits_2_without_a_traceback() -> None:
     )
     assert result.returncode == 2
     assert "grpc_address" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("taken", ["grpc", "http"])
+def test_serve_on_a_taken_port_exits_1_naming_it_without_a_traceback(taken: str) -> None:
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        address = f"127.0.0.1:{holder.getsockname()[1]}"
+        addresses = {"grpc": "127.0.0.1:0", "http": "127.0.0.1:0", taken: address}
+        command = [sys.executable, "-m", "scaler", "serve"]
+        command += ["--grpc-address", addresses["grpc"], "--http-address", addresses["http"]]
+        result = subprocess.run(
+            command,
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 1
+    assert "cannot start: [Errno 98]" in result.stderr
+    assert address.rsplit(":", 1)[1] in result.stderr.splitlines()[-1]
     assert "Traceback" not in result.stderr
 
 
