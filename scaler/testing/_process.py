@@ -95,6 +95,10 @@ class SilentServer:
         self.close()
 
 
+_LAUNCH_ATTEMPTS = 3
+_PORT_TAKEN = "[Errno 98]"  # EADDRINUSE, as the scaler reports it ("scaler: cannot start: [Errno 98] ...")
+
+
 class RunningScaler:
     """One `python -m scaler serve` subprocess on free loopback ports, with typed helpers for the RPCs."""
 
@@ -103,6 +107,24 @@ class RunningScaler:
         args: Sequence[str] = (),
         env: Mapping[str, str] | None = None,
         channel_credentials: grpc.ChannelCredentials | None = None,
+    ) -> None:
+        # The test run's own SCALER_* variables must not leak into the server under test.
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith("SCALER_")}
+        full_env.update(env or {})
+        for attempt in range(1, _LAUNCH_ATTEMPTS + 1):
+            self._launch(args, full_env, channel_credentials)
+            try:
+                wait_for(self._serving, 20, "the scaler to report SERVING")
+                return
+            except BaseException:
+                self.stop(signal.SIGKILL)  # never leave a half-started server behind
+                # free_port() only finds a port that was free a moment ago: another process (a broker
+                # node a fixture just started, say) can bind it first. Then try again on other ports.
+                if attempt == _LAUNCH_ATTEMPTS or _PORT_TAKEN not in self.logs():
+                    raise
+
+    def _launch(
+        self, args: Sequence[str], env: Mapping[str, str], channel_credentials: grpc.ChannelCredentials | None
     ) -> None:
         self.grpc_port = free_port()
         self.http_port = free_port()
@@ -120,12 +142,9 @@ class RunningScaler:
             f"127.0.0.1:{self.http_port}",
             *args,
         ]
-        # The test run's own SCALER_* variables must not leak into the server under test.
-        full_env = {k: v for k, v in os.environ.items() if not k.startswith("SCALER_")}
-        full_env.update(env or {})
         self._log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            command, stdout=self._log, stderr=subprocess.STDOUT, env=full_env, start_new_session=True
+            command, stdout=self._log, stderr=subprocess.STDOUT, env=env, start_new_session=True
         )
         # With TLS on, the caller passes the credentials a KEDA-like client would use.
         self.channel = (
@@ -136,11 +155,6 @@ class RunningScaler:
         self.stub = pb_grpc.ExternalScalerStub(self.channel)
         self.health = health_pb2_grpc.HealthStub(self.channel)
         self._final_logs: str | None = None
-        try:
-            wait_for(self._serving, 20, "the scaler to report SERVING")
-        except BaseException:
-            self.stop(signal.SIGKILL)  # never leave a half-started server behind
-            raise
 
     def _serving(self) -> bool:
         if self.proc.poll() is not None:
