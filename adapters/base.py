@@ -57,6 +57,11 @@ class Adapter(ABC, Generic[M]):
         """A per-trigger timeout from metadata, if the adapter has one; else the engine's default."""
         return None
 
+    def uses_ambient_credentials(self, metadata: M) -> bool:
+        """True when the trigger gives no credentials and the adapter would use the scaler pod's own cloud
+        identity (ADC, Workload Identity, IRSA, ...): the engine checks the namespace may do that."""
+        return False
+
     def activation_source_key(self, metadata: M) -> SourceKey | None:
         """A cheaper, faster source for IsActive/StreamIsActive, if the adapter has one (e.g. a peek)."""
         return None

@@ -68,6 +68,10 @@ class PubSubAdapter(Adapter[PubSubMetadata]):
             ),
         )
 
+    def uses_ambient_credentials(self, metadata: PubSubMetadata) -> bool:
+        # No key of its own: google-auth's ADC, i.e. the scaler pod's Workload Identity.
+        return not (metadata.credentials.get_secret_value() or metadata.credentials_file)
+
     def activation_source_key(self, metadata: PubSubMetadata) -> SourceKey | None:
         if metadata.activation_source != "peek" or metadata.effective_source == "peek":
             return None

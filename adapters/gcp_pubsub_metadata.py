@@ -30,6 +30,21 @@ class PubSubMetadata(TriggerMetadata):
     """Trigger metadata for `adapter: gcp-pubsub` (names as in KEDA's gcp-pubsub scaler)."""
 
     address_keys = ("monitoringAddress",)
+    # Not `monitoringAddress` or credentials. The peek keys are allowed: a peek reads the named subscription
+    # with the connection's identity like Monitoring does, and that identity's IAM roles decide whether it may.
+    object_keys = (
+        "subscriptionName",
+        "topicName",
+        "projectId",
+        "mode",
+        "aggregation",
+        "timeHorizon",
+        "valueIfNull",
+        "source",
+        "activationSource",
+        "peekLimit",
+        "staleness",
+    )
 
     subscription_name: str = Field(
         "", description="Subscription: short name (with `projectId`) or `projects/<p>/subscriptions/<s>`"

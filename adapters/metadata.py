@@ -56,6 +56,9 @@ class TriggerMetadata(BaseModel):
     activation_key: ClassVar[str] = "activationValue"
     address_keys: ClassVar[tuple[str, ...]] = ()
     """Keys holding a network address (URL or host) the adapter will connect to: the egress policy checks them."""
+    object_keys: ClassVar[tuple[str, ...]] = ()
+    """Keys that name what is measured and how it becomes a number (queue, query, mode, ...), never where or
+    how credentials travel: a trigger may set these on top of a named connection (with the target keys)."""
 
     def embedded_addresses(self) -> list[tuple[str, str]]:
         """(metadata key, URL) of addresses inside other values that the adapter will connect to, such as
@@ -86,6 +89,11 @@ class TriggerMetadata(BaseModel):
             if isinstance(value, SecretStr) and value.get_secret_value():
                 found.append(value.get_secret_value())
         return found
+
+    @classmethod
+    def grantable_keys(cls) -> frozenset[str]:
+        """What a trigger may add to a named connection: the object keys and the target/activation keys."""
+        return frozenset((*cls.object_keys, cls.target_key, cls.activation_key))
 
     @classmethod
     def keys(cls) -> list[str]:

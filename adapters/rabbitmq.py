@@ -39,6 +39,17 @@ class RabbitMQMetadata(TriggerMetadata):
     """Trigger metadata for `adapter: rabbitmq` (names as in KEDA's rabbitmq scaler)."""
 
     address_keys = ("host",)
+    # Not `vhostName` (another vhost the connection's user may read), `protocol`, TLS or credential keys.
+    object_keys = (
+        "queueName",
+        "mode",
+        "queueLength",
+        "useRegex",
+        "operation",
+        "pageSize",
+        "excludeUnacknowledged",
+        "timeout",
+    )
 
     host: str = Field(
         description="amqp://, amqps://, http:// or https:// URL of the broker (the management API for http), "

@@ -55,6 +55,9 @@ class ScalerServer:
             settings.source_timeout,
             settings.metadata_cache_size,
             egress,
+            max_metadata_bytes=settings.max_metadata_bytes,
+            cache_bytes=settings.metadata_cache_bytes,
+            ambient_namespaces=settings.ambient_credentials_namespaces,
         )
         self.shutdown = asyncio.Event()
         self.ready = False

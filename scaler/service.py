@@ -51,9 +51,7 @@ class ExternalScalerService(pb_grpc.ExternalScalerServicer):  # type: ignore[mis
     # --- helpers -------------------------------------------------------------------------------
 
     def _trigger(self, ref: Any) -> Trigger:
-        trigger = self.parser.parse(ref.scalerMetadata)
-        trigger.check_namespace(ref.namespace)
-        return trigger
+        return self.parser.parse(ref.scalerMetadata, ref.namespace)
 
     def _spec(self, trigger: Trigger) -> Any:
         return pb.GetMetricSpecResponse(

@@ -41,6 +41,12 @@ class Connection(BaseModel):
     namespaces: list[str] | None = Field(
         None, description="Only ScaledObjects in these namespaces may use it (default: any)"
     )
+    trigger_keys: list[str] = Field(
+        default_factory=list,
+        alias="triggerKeys",
+        description="Metadata keys a trigger may add beyond the adapter's object and target keys "
+        "(default: none; docs/SECURITY.md)",
+    )
 
     def resolve(self, name: str) -> dict[str, str]:
         """The metadata this connection contributes; values from files and env vars are registered as secrets."""
@@ -85,6 +91,20 @@ class Settings(BaseSettings):
         300.0, gt=0, description="Seconds before an unused cache entry, poller or pooled connection is closed"
     )
     metadata_cache_size: int = Field(10000, ge=1, description="Parsed trigger configurations kept, by metadata content")
+    max_metadata_bytes: int = Field(
+        64 * 1024,
+        ge=1024,
+        le=4 * 1024 * 1024,
+        description="Largest trigger metadata accepted (keys + values, UTF-8 bytes); larger is INVALID_ARGUMENT",
+    )
+    metadata_cache_bytes: int = Field(
+        64 * 1024 * 1024, ge=1024 * 1024, description="Bytes of metadata the parsed-trigger cache may hold"
+    )
+    ambient_credentials_namespaces: Annotated[list[str] | None, NoDecode] = Field(
+        None,
+        description="Namespaces whose triggers may use the scaler pod's own cloud identity (ADC, Workload "
+        "Identity) when they give no credentials. Unset: any, as KEDA; [] : none",
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO", description="Log level")
     log_format: Literal["json", "text"] = Field("json", description="json (one object per line) or text")
     tls_cert_file: str = Field("", description="Server certificate (PEM); with tls_key_file turns gRPC TLS on")
@@ -113,7 +133,7 @@ class Settings(BaseSettings):
     def _upper(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
 
-    @field_validator("egress_allow", mode="before")
+    @field_validator("egress_allow", "ambient_credentials_namespaces", mode="before")
     @classmethod
     def _split_list(cls, value: Any) -> Any:
         # Flags and env vars give one string: a JSON list or comma-separated entries.

@@ -10,7 +10,7 @@ import hashlib
 import logging
 import re
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -37,6 +37,9 @@ log = logging.getLogger(__name__)
 ENGINE_KEYS = frozenset(
     {"adapter", "scalerAddress", "connection", "enableTLS", "unsafeSsl", "onSourceError", "maxStaleness"}
 )
+# Engine keys a trigger may set on top of a named connection: none of them changes where or how the
+# connection's credentials travel (`scalerAddress` and `enableTLS` are KEDA's, for reaching this scaler).
+ENGINE_KEYS_GRANTED = ENGINE_KEYS - {"unsafeSsl"}
 _NAME_MAX = 60
 _SLUG = re.compile(r"[^a-z0-9]+")
 
@@ -53,7 +56,7 @@ class Trigger:
     timeout: float
     on_source_error: Literal["fail", "lastKnown"]
     max_staleness: float
-    namespaces: frozenset[str] | None  # from a named connection: who may use it
+    ambient: bool  # no credentials given by the trigger or a connection: the scaler pod's own identity
     egress: EgressPolicy | None = None
     destinations: tuple[Checked, ...] = ()  # inline addresses that passed the literal egress check
 
@@ -76,13 +79,6 @@ class Trigger:
 
         return measure
 
-    def check_namespace(self, namespace: str) -> None:
-        if self.namespaces is not None and namespace not in self.namespaces:
-            raise SourcePermissionDenied(
-                f"namespace '{namespace}' may not use this named connection "
-                f"(allowed: {', '.join(sorted(self.namespaces))})"
-            )
-
 
 def metric_name(adapter: str, hint: str, key: SourceKey) -> str:
     """`<adapter>-<hint>`: lower-case letters, digits and '-', bounded, with a digest when the hint is lossy."""
@@ -98,6 +94,13 @@ def metric_name(adapter: str, hint: str, key: SourceKey) -> str:
 
 
 class TriggerParser:
+    """Metadata -> Trigger, in the order that keeps tenants apart.
+
+    Per call, before anything is parsed or cached: the size limit, then whether this namespace may use the
+    named connection at all. Then the parse (cached by a digest of the metadata, bounded in entries and
+    bytes), then whether this namespace may use the scaler's own cloud identity.
+    """
+
     def __init__(
         self,
         registry: AdapterRegistry,
@@ -105,36 +108,73 @@ class TriggerParser:
         default_timeout: float,
         cache_size: int,
         egress: EgressPolicy | None = None,
+        *,
+        max_metadata_bytes: int = 64 * 1024,
+        cache_bytes: int = 64 * 1024 * 1024,
+        ambient_namespaces: Collection[str] | None = None,
     ) -> None:
         self.egress = egress or EgressPolicy()
         self.registry = registry
         self.connections = connections
         self.default_timeout = default_timeout
         self.cache_size = cache_size
-        self._cache: OrderedDict[tuple[tuple[str, str], ...], Trigger | AdapterError] = OrderedDict()
+        self.cache_bytes = cache_bytes
+        self.max_metadata_bytes = max_metadata_bytes
+        self.ambient_namespaces = frozenset(ambient_namespaces) if ambient_namespaces is not None else None
+        self._cache: OrderedDict[bytes, tuple[int, Trigger | AdapterError]] = OrderedDict()
+        self._cached_bytes = 0
 
-    def parse(self, metadata: Mapping[str, str]) -> Trigger:
-        cache_key = tuple(sorted(metadata.items()))
-        cached = self._cache.get(cache_key)
-        if cached is None:
-            try:
-                cached = self._parse(metadata)
-            except AdapterError as error:
-                cached = error
-            self._cache[cache_key] = cached
-            if len(self._cache) > self.cache_size:
-                self._cache.popitem(last=False)
-        else:
-            self._cache.move_to_end(cache_key)
+    def parse(self, metadata: Mapping[str, str], namespace: str = "") -> Trigger:
+        size = metadata_size(metadata)
+        if size > self.max_metadata_bytes:
+            raise InvalidMetadata(
+                "",
+                f"trigger metadata is {size} bytes, more than the scaler's limit of {self.max_metadata_bytes} "
+                "bytes (max_metadata_bytes)",
+            )
+        self._check_connection_access(metadata, namespace)
+        cached = self._cached(metadata, size)
         if isinstance(cached, AdapterError):
             raise cached.with_traceback(None)
+        if cached.ambient and self.ambient_namespaces is not None and namespace not in self.ambient_namespaces:
+            raise SourcePermissionDenied(
+                f"the trigger gives no credentials, and namespace '{namespace}' may not use the scaler's own "
+                f"{cached.adapter.name} identity (ambient_credentials_namespaces); use a named connection"
+            )
         return cached
+
+    def _check_connection_access(self, metadata: Mapping[str, str], namespace: str) -> None:
+        # First, and the same answer whether the connection is unknown or forbidden here: a refusal must not
+        # tell one tenant which connections exist, who may use them, or what is wrong with their settings.
+        name = (metadata.get("connection") or metadata.get("connectionFromEnv") or "").strip()
+        if not name:
+            return
+        found = self.connections.get(name)
+        allowed = found is not None and (found[0].namespaces is None or namespace in found[0].namespaces)
+        if not allowed:
+            raise SourcePermissionDenied(
+                f"metadata key 'connection': there is no connection '{name[:60]}' that namespace '{namespace}' may use"
+            )
+
+    def _cached(self, metadata: Mapping[str, str], size: int) -> Trigger | AdapterError:
+        key = metadata_digest(metadata)
+        hit = self._cache.get(key)
+        if hit is not None:
+            self._cache.move_to_end(key)
+            return hit[1]
+        try:
+            parsed: Trigger | AdapterError = self._parse(metadata)
+        except AdapterError as error:
+            parsed = error
+        self._cache[key] = (size, parsed)
+        self._cached_bytes += size
+        while len(self._cache) > self.cache_size or self._cached_bytes > self.cache_bytes:
+            _, (old_size, _) = self._cache.popitem(last=False)
+            self._cached_bytes -= old_size
+        return parsed
 
     def _parse(self, raw: Mapping[str, str]) -> Trigger:
         values = resolve_from_env(raw)
-        for key in ("password", "bearerToken", "customAuthValue", "token"):
-            if values.get(key):
-                SECRETS.add(values[key])
         adapter_name = values.get("adapter", "").strip()
         if not adapter_name:
             raise InvalidMetadata("adapter", f"is required; registered adapters: {', '.join(self.registry.names())}")
@@ -144,11 +184,10 @@ class TriggerParser:
                 "adapter",
                 f"unknown adapter '{adapter_name[:60]}'; registered adapters: {', '.join(self.registry.names())}",
             )
-        namespaces: frozenset[str] | None = None
         fixed: frozenset[str] = frozenset()
         connection_name = values.get("connection", "").strip()
         if connection_name:
-            values, namespaces, fixed = self._apply_connection(connection_name, adapter_name, values)
+            values, fixed = self._apply_connection(connection_name, adapter, values)
         # Addresses the trigger itself gives (not its named connection's) go through the egress policy.
         inline = [key for key in adapter.metadata_model.address_keys if key in values and key not in fixed]
         self.egress.check_inline(adapter_name, inline)
@@ -156,13 +195,15 @@ class TriggerParser:
         addresses = [(key, values[key]) for key in inline]
         addresses += [(key, url) for key, url in metadata.embedded_addresses() if key not in fixed]
         destinations = tuple(self.egress.check(parse_destination(key, url)) for key, url in addresses)
+        # Only now, when the metadata is valid: secrets of refused triggers would grow the registry (and the
+        # cost of every redaction) for nothing, and are never used.
         SECRETS.add(*metadata.secrets())
         unknown = sorted(set(values) - set(adapter.metadata_model.keys()) - ENGINE_KEYS)
         if unknown:
             log.warning(
                 "ignoring metadata keys the %s adapter does not know: %s",
                 adapter_name,
-                ", ".join(unknown),
+                ", ".join(key[:60] for key in unknown[:20]),
                 extra={"adapter": adapter_name},
             )
         source = adapter.source_key(metadata)
@@ -184,27 +225,67 @@ class TriggerParser:
             timeout=adapter.timeout_seconds(metadata) or self.default_timeout,
             on_source_error="lastKnown" if on_error == "lastKnown" else "fail",
             max_staleness=max_staleness,
-            namespaces=namespaces,
+            # A named connection is the operator's grant, whatever credentials it carries (or not).
+            ambient=not connection_name and adapter.uses_ambient_credentials(metadata),
             egress=self.egress,
             destinations=destinations,
         )
 
     def _apply_connection(
-        self, name: str, adapter_name: str, values: dict[str, str]
-    ) -> tuple[dict[str, str], frozenset[str] | None, frozenset[str]]:
-        found = self.connections.get(name)
-        if found is None:
-            known = ", ".join(sorted(self.connections)) or "none are configured"
-            raise InvalidMetadata("connection", f"unknown connection '{name[:60]}'; defined: {known}")
-        connection, fixed = found
-        if connection.adapter != adapter_name:
+        self, name: str, adapter: Adapter[Any], values: dict[str, str]
+    ) -> tuple[dict[str, str], frozenset[str]]:
+        connection, fixed = self.connections[name]  # access was checked before parsing
+        if connection.adapter != adapter.name:
             raise InvalidMetadata(
-                "connection", f"connection '{name}' is for adapter '{connection.adapter}', not '{adapter_name}'"
+                "connection", f"connection '{name}' is for adapter '{connection.adapter}', not '{adapter.name}'"
             )
-        # The connection owns its endpoint and credentials: a trigger may not override them (or the
-        # egress policy and namespace limits could be sidestepped).
-        clash = sorted(set(fixed) & set(values))
+        # A connection grants its credentials for the object a trigger names, nothing more: any key that
+        # could change where or how those credentials travel (address, headers, parameters, TLS, auth) is
+        # the operator's to set, unless the connection lists it in triggerKeys.
+        grantable = adapter.metadata_model.grantable_keys() | set(connection.trigger_keys) | ENGINE_KEYS_GRANTED
+        for key in sorted(values):
+            if key in grantable or key in fixed or is_absent(values[key]) or _is_no_op(key, values[key]):
+                continue
+            raise SourcePermissionDenied(
+                f"metadata key '{key[:60]}' may not be set by a trigger using connection '{name}': it is the "
+                "connection's to set (the operator may allow it with the connection's triggerKeys)"
+            )
+        # The connection owns its endpoint and credentials: a trigger may not override them.
+        clash = sorted(key for key in set(fixed) & set(values) if not is_absent(values[key]))
         if clash:
-            raise InvalidMetadata(clash[0], f"is set by connection '{name}' and may not be given in the trigger")
-        namespaces = frozenset(connection.namespaces) if connection.namespaces is not None else None
-        return {**values, **fixed}, namespaces, frozenset(fixed)
+            raise SourcePermissionDenied(
+                f"metadata key '{clash[0][:60]}' is set by connection '{name}' and may not be given in the trigger"
+            )
+        merged = {key: value for key, value in values.items() if not is_absent(value)}
+        return {**merged, **fixed}, frozenset(fixed)
+
+
+def metadata_size(metadata: Mapping[str, str]) -> int:
+    """UTF-8 bytes of keys and values: what a trigger costs to hold (cheap for ASCII, exact otherwise)."""
+    size = 0
+    for key, value in metadata.items():
+        size += len(key) + len(value)
+        if not (key.isascii() and value.isascii()):
+            size += len(key.encode()) + len(value.encode()) - len(key) - len(value)
+    return size
+
+
+def metadata_digest(metadata: Mapping[str, str]) -> bytes:
+    """The parse cache key: a digest of the sorted items, length-prefixed so no two maps share an encoding."""
+    digest = hashlib.blake2b(digest_size=16)
+    for key, value in sorted(metadata.items()):
+        for part in (key, value):
+            data = part.encode("utf-8", "surrogatepass")
+            digest.update(len(data).to_bytes(8, "little"))
+            digest.update(data)
+    return digest.digest()
+
+
+def is_absent(value: str) -> bool:
+    """KEDA's rule: an empty or whitespace-only value is as if the key were not sent."""
+    return not value.strip()
+
+
+def _is_no_op(key: str, value: str) -> bool:
+    # `unsafeSsl` is also KEDA's own key for its TLS connection to this scaler; `false` changes nothing here.
+    return key == "unsafeSsl" and value.strip().lower() in ("false", "0", "f")

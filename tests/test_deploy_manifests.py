@@ -11,6 +11,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from adapters.api import SourcePermissionDenied
 from scaler.cli import build_parser
 from scaler.server import SERVICE_NAME
 from scaler.settings import Settings, load_settings
@@ -466,3 +467,47 @@ def test_deploy_tree_has_no_stray_manifests() -> None:
     for path in DEPLOY.rglob("*"):
         if path.is_file() and path.parent != EXAMPLES:
             assert str(path.resolve()) in used, f"{path.relative_to(ROOT)} is not used by any kustomization.yaml"
+
+
+def test_production_connections_name_their_namespaces_and_ambient_identity_is_restricted() -> None:
+    config = config_map_data(render("overlays/production"))
+    for name, connection in config["connections"].items():
+        assert connection.get("namespaces"), f"connection {name}: without namespaces every namespace may use it"
+    assert isinstance(config.get("ambient_credentials_namespaces"), list)
+
+
+def test_production_examples_pass_the_tenant_checks_of_the_production_config() -> None:
+    # The real parser, with the production connections (their file and env values stood in for by
+    # placeholders): every example trigger is accepted in its own namespace, and refused in another one.
+    from adapters.api import AdapterContext
+    from adapters.registry import AdapterRegistry
+    from scaler.settings import Connection
+    from scaler.triggers import TriggerParser
+
+    config = config_map_data(render("overlays/production"))
+    connections = {}
+    for name, raw in config["connections"].items():
+        connection = Connection.model_validate(raw)
+        values = dict(connection.metadata)
+        for key in [*connection.from_file, *connection.from_env]:
+            values[key] = "amqp://u:p@rabbitmq.shop:5672/" if key == "host" else "placeholder-value"
+        connections[name] = (connection, values)
+    parser = TriggerParser(
+        AdapterRegistry(AdapterContext()),
+        connections,
+        5.0,
+        100,
+        ambient_namespaces=config["ambient_credentials_namespaces"],
+    )
+    checked = 0
+    for _name, obj in example_objects():
+        for trigger in scaler_triggers(obj):
+            metadata = {k: str(v) for k, v in trigger["metadata"].items()}
+            namespace = obj["metadata"]["namespace"]
+            parser.parse(metadata, namespace)
+            uses_tenant_grant = "connection" in metadata or metadata.get("adapter") == "gcp-pubsub"
+            if uses_tenant_grant:
+                with pytest.raises(SourcePermissionDenied):
+                    parser.parse(metadata, "another-team")
+            checked += 1
+    assert checked >= 4

@@ -32,6 +32,7 @@ STREAM_DEADLINE = 0.1  # a stream still open by then (source failing: it stays o
 # Unary calls are cheap, a stream costs up to STREAM_DEADLINE: weigh the draw towards unary calls.
 RPC_DRAW = ("GetMetricSpec", "GetMetrics", "IsActive") * 3 + ("StreamIsActive", "StreamMetricSpec")
 RSS_GROWTH_LIMIT = 64 * 1024 * 1024
+FUZZ_CONNECTION = "fuzz-prom"
 
 
 def fuzz_settings(examples: int) -> settings:
@@ -47,10 +48,22 @@ outcomes: Counter[str] = Counter()
 
 
 @pytest.fixture(scope="module")
-def target(prometheus: PrometheusServer) -> Iterator[tuple[ScalerProcess, PrometheusServer]]:
-    scaler = ScalerProcess(
-        ["--source-timeout", "0.5", "--cache-ttl", "0.2", "--error-cache-ttl", "0.2", "--push-interval", "0.2"]
+def target(
+    prometheus: PrometheusServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[ScalerProcess, PrometheusServer]]:
+    # The tenant limits are part of what is fuzzed: a low metadata cap that the huge strings cross, a
+    # connection only some namespaces may use, and the scaler's own identity for one namespace only.
+    config = tmp_path_factory.mktemp("fuzz") / "config.yaml"
+    config.write_text(
+        "connections:\n"
+        f"  {FUZZ_CONNECTION}:\n"
+        "    adapter: prometheus\n"
+        f"    metadata: {{serverAddress: '{prometheus.url}'}}\n"
+        "    namespaces: [team-a]\n"
+        "ambient_credentials_namespaces: [team-a]\n"
     )
+    fast = ["--source-timeout", "0.5", "--cache-ttl", "0.2", "--error-cache-ttl", "0.2", "--push-interval", "0.2"]
+    scaler = ScalerProcess([*fast, "--max-metadata-bytes", "16384", "--config", str(config)])
     yield scaler, prometheus
     scaler.stop()
 
@@ -153,7 +166,7 @@ def metadata_maps(prometheus_url: str) -> st.SearchStrategy[dict[str, str]]:
         "caFile": paths,
         "certFile": paths,
         "keyFile": paths,
-        "connection": st.one_of(st.just("nope"), short_text),
+        "connection": st.one_of(st.sampled_from(["nope", FUZZ_CONNECTION]), short_text),
         "onSourceError": st.one_of(st.sampled_from(["fail", "lastKnown"]), short_text),
         "maxStaleness": st.one_of(st.sampled_from(["1s", "5m", "250ms", "-1s", "1e400h"]), short_text),
         "scalerAddress": any_text,
@@ -204,7 +217,7 @@ def test_random_metadata_names_and_namespaces_on_every_rpc(target: tuple[ScalerP
         metadata=metadata_maps(prometheus.url),
         rpc=st.sampled_from(RPC_DRAW),
         name=any_text,
-        namespace=any_text,
+        namespace=st.one_of(st.sampled_from(["team-a", "team-b"]), any_text),
         metric_name=short_text,
     )
     def fuzz(metadata: dict[str, str], rpc: str, name: str, namespace: str, metric_name: str) -> None:
