@@ -108,15 +108,15 @@ class PubSubAdapter(Adapter[PubSubMetadata]):
     async def measure(self, metadata: PubSubMetadata) -> float:
         if metadata.effective_source == "peek":
             return self._reading(metadata, await self._peek(metadata, metadata.peek_limit))
-        token = None
+        source = _credentials_source(metadata)
+        google = is_google_endpoint(metadata.monitoring_url)
         credentials = None
-        if is_google_endpoint(metadata.monitoring_url) or metadata.project == UNRESOLVED_PROJECT:
-            credentials = await self.credentials.get(_credentials_source(metadata))
-            token = credentials.token if is_google_endpoint(metadata.monitoring_url) else None
-        project = await resolve_project(metadata, credentials and credentials.credentials)
-        if token is None and is_google_endpoint(metadata.monitoring_url_in(project)):
-            assert credentials is not None  # loaded above: the project was unresolved
-            token = credentials.token
+        # Credentials are loaded for Google's endpoint, or to find a short name's project in a key file;
+        # ADC's own project is the ambient project, found without loading anything.
+        if google or (metadata.project == UNRESOLVED_PROJECT and (source.info or source.file)):
+            credentials = await self.credentials.get(source)
+        project = await resolve_project(metadata, credentials.credentials if credentials else None)
+        token = credentials.token if credentials is not None and google else None
         self.monitoring.prune()
         return await self.monitoring.read(
             metadata, project, self._identity(metadata), self.context.default_timeout, token

@@ -64,6 +64,7 @@ class PubSubMetadata(TriggerMetadata):
     )
     mode: str = Field(
         "SubscriptionSize",
+        validate_default=True,  # SubscriptionSize is read as NumUndeliveredMessages
         description="A Cloud Monitoring Pub/Sub metric in CamelCase, snake_cased onto the subscription or "
         "topic metric (e.g. OldestUnackedMessageAge, MessageSizes); SubscriptionSize = NumUndeliveredMessages",
     )
