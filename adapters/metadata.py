@@ -138,7 +138,9 @@ class TriggerMetadata(BaseModel):
         """KEDA's rules for every adapter: blank means absent; bools, ints and floats as KEDA parses them."""
         if not isinstance(data, Mapping):
             return data
-        values = {k: v for k, v in data.items() if not (isinstance(v, str) and not v.strip())}
+        # KEDA trims every value (configParamValue), so `header\n` is `header`, and blank is absent.
+        values = {k: v.strip() if isinstance(v, str) else v for k, v in data.items()}
+        values = {k: v for k, v in values.items() if v != ""}
         errors: list[str] = []
         for name, field in cls.model_fields.items():
             kind = _scalar_type(field.annotation)
