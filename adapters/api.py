@@ -18,7 +18,16 @@ from .errors import (
     SourceUnavailable,
 )
 from .http import HttpClients, HttpEndpoint
-from .metadata import TriggerMetadata, describe_fields, parse_duration, parse_metadata, resolve_from_env
+from .metadata import (
+    Duration,
+    TriggerMetadata,
+    aliases,
+    describe_fields,
+    normalize_string,
+    parse_duration,
+    parse_metadata,
+    resolve_from_env,
+)
 from .pool import ClientPool
 from .redaction import SECRETS, redact, strip_userinfo
 from .registry import ENTRY_POINT_GROUP, AdapterLoadError, AdapterRegistry, discover_adapter_classes
@@ -34,6 +43,7 @@ __all__ = [
     "AdapterLoadError",
     "AdapterRegistry",
     "ClientPool",
+    "Duration",
     "HttpClients",
     "HttpEndpoint",
     "InvalidMetadata",
@@ -46,9 +56,11 @@ __all__ = [
     "SourceUnauthenticated",
     "SourceUnavailable",
     "TriggerMetadata",
+    "aliases",
     "credentials_identity",
     "describe_fields",
     "discover_adapter_classes",
+    "normalize_string",
     "parse_duration",
     "parse_metadata",
     "redact",

@@ -53,6 +53,11 @@ class Adapter(ABC, Generic[M]):
         """A readable part for the metric name (e.g. the queue name); the engine sanitises and bounds it."""
         return self.source_key(metadata).object
 
+    def keda_metric_name(self, metadata: M) -> str | None:
+        """The metric name KEDA's built-in scaler gives the same trigger (without `s<i>-`), used verbatim so
+        dashboards and alerts keep working after the move; None (plugins): the engine derives one."""
+        return None
+
     def timeout_seconds(self, metadata: M) -> float | None:
         """A per-trigger timeout from metadata, if the adapter has one; else the engine's default."""
         return None

@@ -16,11 +16,13 @@ from .api import (
     Adapter,
     AdapterContext,
     ClientPool,
+    InvalidMetadata,
     SourceKey,
     credentials_identity,
+    normalize_string,
 )
 from .gcp_pubsub_auth import CredentialsSource, GoogleCredentials
-from .gcp_pubsub_metadata import EMULATOR_ENV, PubSubMetadata
+from .gcp_pubsub_metadata import EMULATOR_ENV, UNRESOLVED_PROJECT, PubSubMetadata
 from .gcp_pubsub_monitoring import MonitoringReader, is_google_endpoint
 from .gcp_pubsub_peek import (
     GOOGLE_PUBSUB,
@@ -30,6 +32,7 @@ from .gcp_pubsub_peek import (
     peek_subscription,
     peek_topic,
 )
+from .gcp_pubsub_project import resolve_project
 
 _ClientKey = tuple[str, CredentialsSource | None]
 
@@ -62,9 +65,9 @@ class PubSubAdapter(Adapter[PubSubMetadata]):
             options=(
                 ("source", "monitoring"),
                 ("aggregation", metadata.aggregation),
-                ("timeHorizon", metadata.time_horizon),
+                ("timeHorizon", repr(metadata.time_horizon_seconds)),
                 ("valueIfNull", "" if metadata.value_if_null is None else repr(metadata.value_if_null)),
-                ("staleness", metadata.staleness),
+                ("staleness", repr(metadata.staleness)),
             ),
         )
 
@@ -89,29 +92,39 @@ class PubSubAdapter(Adapter[PubSubMetadata]):
 
     @staticmethod
     def _identity(metadata: PubSubMetadata) -> str:
-        return credentials_identity(metadata.credentials.get_secret_value(), metadata.credentials_file)
+        return credentials_identity(metadata.credentials.get_secret_value(), _credentials_file(metadata))
 
     @staticmethod
     def _activation_limit(metadata: PubSubMetadata) -> int:
         # Enough messages to cross the activation threshold and no more: one, with the default of 0.
         if metadata.mode == "NumUndeliveredMessages":
-            return min(metadata.peek_limit, math.floor(metadata.activation_value) + 1)
+            return max(1, min(metadata.peek_limit, math.floor(metadata.activation_value) + 1))
         return 1 if metadata.activation_value == 0 else metadata.peek_limit
 
     def metric_name_hint(self, metadata: PubSubMetadata) -> str:
         return metadata.short_name
+
+    def keda_metric_name(self, metadata: PubSubMetadata) -> str:
+        return normalize_string(f"gcp-ps-{metadata.resource}")
 
     # --- reading -------------------------------------------------------------------------------
 
     async def measure(self, metadata: PubSubMetadata) -> float:
         if metadata.effective_source == "peek":
             return self._reading(metadata, await self._peek(metadata, metadata.peek_limit))
-        token = None
-        if is_google_endpoint(metadata.monitoring_url):
-            credentials = await self.credentials.get(_credentials_source(metadata))
-            token = credentials.token
+        source = _credentials_source(metadata)
+        google = is_google_endpoint(metadata.monitoring_url)
+        credentials = None
+        # Credentials are loaded for Google's endpoint, or to find a short name's project in a key file;
+        # ADC's own project is the ambient project, found without loading anything.
+        if google or (metadata.project == UNRESOLVED_PROJECT and (source.info or source.file)):
+            credentials = await self.credentials.get(source)
+        project = await resolve_project(metadata, credentials.credentials if credentials else None)
+        token = credentials.token if credentials is not None and google else None
         self.monitoring.prune()
-        return await self.monitoring.read(metadata, self._identity(metadata), self.context.default_timeout, token)
+        return await self.monitoring.read(
+            metadata, project, self._identity(metadata), self.context.default_timeout, token
+        )
 
     async def measure_activation(self, metadata: PubSubMetadata) -> float:
         if self.activation_source_key(metadata) is None:
@@ -122,10 +135,14 @@ class PubSubAdapter(Adapter[PubSubMetadata]):
         target = _pubsub_target()
         credentials = None if os.environ.get(EMULATOR_ENV) else _credentials_source(metadata)
         clients = await self.clients.get((target, credentials))
+        loaded = None
+        if credentials is not None and metadata.project == UNRESOLVED_PROJECT:
+            loaded = (await self.credentials.get(credentials)).credentials
+        path = metadata.path_in(await resolve_project(metadata, loaded))
         timeout = self.context.default_timeout
         if metadata.is_topic:
-            return await peek_topic(clients, metadata.path, limit, timeout)
-        return await peek_subscription(clients, metadata.path, limit, timeout)
+            return await peek_topic(clients, path, limit, timeout)
+        return await peek_subscription(clients, path, limit, timeout)
 
     @staticmethod
     def _reading(metadata: PubSubMetadata, result: PeekResult) -> float:
@@ -148,7 +165,24 @@ def _pubsub_target() -> str:
 
 
 def _credentials_source(metadata: PubSubMetadata) -> CredentialsSource:
-    return CredentialsSource(metadata.credentials.get_secret_value(), metadata.credentials_file)
+    return CredentialsSource(metadata.credentials.get_secret_value(), _credentials_file(metadata))
+
+
+def _credentials_file(metadata: PubSubMetadata) -> str:
+    """`credentialsFile`, or the path held by the scaler's variable named in `credentialsFromEnvFile`.
+
+    KEDA resolves that variable in the scale target's container, which it does not do for an external
+    scaler: the value arrives as the variable's name, so it is read from the scaler's own environment.
+    """
+    if metadata.credentials_from_env_file:
+        path = os.environ.get(metadata.credentials_from_env_file, "").strip()
+        if not path:
+            raise InvalidMetadata(
+                "credentialsFromEnvFile",
+                f"the scaler's environment has no variable {metadata.credentials_from_env_file} naming a file",
+            )
+        return path
+    return metadata.credentials_file
 
 
 async def _close_clients(clients: PubSubClients) -> None:

@@ -12,27 +12,21 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-from .api import HttpClients, HttpEndpoint, SourceNotFound
-from .gcp_pubsub_metadata import PubSubMetadata
+from .api import HttpClients, HttpEndpoint, InvalidMetadata, SourceNotFound
+from .gcp_pubsub_metadata import PubSubMetadata, percentile
 from .prometheus import instant_query, sample_values
 
-_METRICS = {
-    # (is_topic, mode) -> Cloud Monitoring metric type
-    (False, "NumUndeliveredMessages"): "pubsub.googleapis.com/subscription/num_undelivered_messages",
-    (False, "OldestUnackedMessageAge"): "pubsub.googleapis.com/subscription/oldest_unacked_message_age",
-    (True, "NumUndeliveredMessages"): "pubsub.googleapis.com/topic/num_unacked_messages_by_region",
-    (True, "OldestUnackedMessageAge"): "pubsub.googleapis.com/topic/oldest_unacked_message_age_by_region",
-}
-_OVER_TIME = {
-    "": "last_over_time",
-    "max": "max_over_time",
-    "min": "min_over_time",
-    "avg": "avg_over_time",
-    "mean": "avg_over_time",
-    "sum": "sum_over_time",
-    "count": "count_over_time",
-    "stddev": "stddev_over_time",
-    "variance": "stdvar_over_time",
+# KEDA's aggregations reduce the aligned series (MQL `group_by [], <reducer>(value)`); as PromQL
+# aggregation operators over each series' latest sample in the horizon. max, min and avg are extras.
+_REDUCERS = {
+    "mean": "avg",
+    "avg": "avg",
+    "sum": "sum",
+    "count": "count",
+    "stddev": "stddev",
+    "variance": "stdvar",
+    "max": "max",
+    "min": "min",
 }
 
 
@@ -51,23 +45,43 @@ def _duration(seconds: float) -> str:
     return f"{int(seconds)}s" if float(seconds).is_integer() else f"{round(seconds * 1000)}ms"
 
 
-def build_promql(metadata: PubSubMetadata) -> str:
+def build_promql(metadata: PubSubMetadata, project: str) -> str:
     """The query sent: one series (or none) holding the reading, gauge-correct."""
-    metric = promql_name(_METRICS[(metadata.is_topic, metadata.mode)])
+    metric = promql_name(metadata.metric_type)
     label = "topic_id" if metadata.is_topic else "subscription_id"
-    selector = f'{metric}{{project_id="{_label(metadata.project)}",{label}="{_label(metadata.short_name)}"}}'
-    window = f"{selector}[{_duration(metadata.time_horizon_seconds)}]"
+    matchers = f'{{project_id="{_label(project)}",{label}="{_label(metadata.short_name)}"}}'
+    window = f"[{_duration(metadata.time_horizon_seconds)}]"
+    if metadata.is_distribution:
+        return _distribution_promql(metadata, metric, matchers, window)
+    aligned = f"last_over_time({metric}{matchers}{window})"
     aggregation = metadata.aggregation
-    if aggregation == "median":
-        query = f"quantile_over_time(0.5, {window})"
-    elif aggregation.startswith("percentile"):
-        query = f"quantile_over_time(0.{aggregation.removeprefix('percentile')}, {window})"
-    else:
-        query = f"{_OVER_TIME[aggregation]}({window})"
+    nn = percentile(aggregation) if aggregation != "median" else 50
+    if nn is not None:
+        return f"quantile({nn / 100:g}, {aligned})"
+    if aggregation:
+        return f"{_REDUCERS[aggregation]}({aligned})"
     if metadata.is_topic:
-        # Topic metrics come per region: the backlog is their sum, the age their maximum.
-        query = f"{'sum' if metadata.mode == 'NumUndeliveredMessages' else 'max'}({query})"
-    return query
+        # Topic metrics come per region: a backlog is their sum, an age their maximum.
+        return f"{'max' if metadata.metric_type.endswith('_age_by_region') else 'sum'}({aligned})"
+    return aligned
+
+
+def _distribution_promql(metadata: PubSubMetadata, metric: str, matchers: str, window: str) -> str:
+    # A distribution (e.g. topic/message_sizes) is a histogram in PromQL; KEDA reads it only through an
+    # aggregation over the horizon (MQL `align delta`), never as a bare point.
+    aggregation = metadata.aggregation
+    if not aggregation:
+        raise InvalidMetadata(
+            "aggregation",
+            f"{metadata.mode} is a distribution metric: set `aggregation` (mean, median, sum, count or "
+            "percentileNN) to read it, as in KEDA",
+        )
+    if aggregation in ("mean", "avg"):
+        return f"sum(increase({metric}_sum{matchers}{window})) / sum(increase({metric}_count{matchers}{window}))"
+    if aggregation in ("sum", "count"):
+        return f"sum(increase({metric}_{aggregation}{matchers}{window}))"
+    nn = 50 if aggregation == "median" else percentile(aggregation)
+    return f"histogram_quantile({(nn or 0) / 100:g}, sum by (le) (increase({metric}_bucket{matchers}{window})))"
 
 
 def is_google_endpoint(url: str) -> bool:
@@ -95,14 +109,15 @@ class MonitoringReader:
     async def read(
         self,
         metadata: PubSubMetadata,
+        project: str,
         identity: str,
         timeout: float,
         token: Callable[[], Awaitable[str]] | None,
     ) -> float:
-        url = metadata.monitoring_url
+        url = metadata.monitoring_url_in(project)
         headers = {"Authorization": f"Bearer {await token()}"} if token is not None else {}
         source = f"Cloud Monitoring PromQL API at {url}" if token is not None else f"PromQL API at {url}"
-        query = build_promql(metadata)
+        query = build_promql(metadata, project)
         data = await instant_query(
             self.http,
             url,
@@ -120,18 +135,21 @@ class MonitoringReader:
             value = max(values)
             self._last_good[key] = _LastGood(value, now, now + metadata.staleness_seconds)
             return value
-        return self._absent(metadata, key, query, now)
+        return self._absent(metadata, project, key, query, now)
 
-    def _absent(self, metadata: PubSubMetadata, key: tuple[str, str, str], query: str, now: float) -> float:
+    def _absent(
+        self, metadata: PubSubMetadata, project: str, key: tuple[str, str, str], query: str, now: float
+    ) -> float:
         if metadata.value_if_null is not None:
             return metadata.value_if_null
         last = self._last_good.get(key)
         if last is not None and now - last.monotonic <= metadata.staleness_seconds:
             return last.value
+        # As in KEDA, an absent series is an error (so KEDA's fallback applies) unless valueIfNull is set.
         raise SourceNotFound(
-            f"the Cloud Monitoring series for {metadata.path} is absent (query: {query}); it appears a few "
-            "minutes after the first message, and is missing for idle objects: set `valueIfNull` to read it "
-            "as a number"
+            f"the Cloud Monitoring series for {metadata.path_in(project)} is absent (query: {query}); it appears "
+            "a few minutes after the first message, and is missing for idle objects: set `valueIfNull` to read "
+            "it as a number, or `staleness` to keep the last good reading"
         )
 
     def prune(self) -> int:

@@ -10,29 +10,104 @@ from __future__ import annotations
 
 import math
 import re
+import types
+import typing
 from collections.abc import Mapping
-from typing import Any, ClassVar, TypeVar
+from typing import Annotated, Any, ClassVar, TypeVar
 
-from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError
+from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, SecretStr, ValidationError, model_validator
 from pydantic.alias_generators import to_camel
 
 from .errors import InvalidMetadata
 
 FROM_ENV_SUFFIX = "FromEnv"
-_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*")
-_DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 MAX_DURATION = 30 * 86400.0  # beyond this a duration is a typo, and huge ones overflow timers
+
+# KEDA's typed config (pkg/scalers/scalersconfig/typed_config.go) is the rule every built-in scaler follows,
+# so a trigger moved over from KEDA must read the same here: Go's time.ParseDuration, else an integer
+# number of milliseconds (strconv.ParseInt); Go's strconv.ParseBool; numbers as encoding/json reads them.
+_GO_DURATION = re.compile(r"[-+]?(?:(?:\d+\.?\d*|\.\d+)(?:ns|us|\u00b5s|\u03bcs|ms|s|m|h))+|[-+]?0")
+_GO_PART = re.compile(r"(\d+\.?\d*|\.\d+)(ns|us|\u00b5s|\u03bcs|ms|s|m|h)")
+_GO_UNITS = {"ns": 1e-9, "us": 1e-6, "\u00b5s": 1e-6, "\u03bcs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+_GO_INT = re.compile(r"[-+]?\d+")
+_GO_BOOLS = {
+    **dict.fromkeys(("1", "t", "T", "TRUE", "true", "True"), True),
+    **dict.fromkeys(("0", "f", "F", "FALSE", "false", "False"), False),
+}
+_JSON_FLOAT = re.compile(r"-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][-+]?\d+)?")
+_JSON_INT = re.compile(r"-?(?:0|[1-9]\d*)")
 
 
 def parse_duration(text: str) -> float:
-    """`30s`, `2m`, `1h`, `250ms` or plain seconds, as seconds; ValueError (for a validator) when malformed."""
-    match = _DURATION.fullmatch(text)
-    if not match:
-        raise ValueError(f"expected a duration such as 30s, 2m or 1h, got {text[:40]!r}")
-    seconds = float(match.group(1)) * _DURATION_UNITS[match.group(2) or "s"]
+    """A Go duration (`30s`, `1m30s`, `500ms`) or an integer number of milliseconds, as seconds.
+
+    As KEDA's typed config reads `time.Duration` fields: a negative duration is an error. ValueError
+    (for a validator) when malformed.
+    """
+    text = text.strip()
+    if _GO_DURATION.fullmatch(text):
+        seconds = float(sum(float(n) * _GO_UNITS[unit] for n, unit in _GO_PART.findall(text)))
+        negative = text.startswith("-")
+    elif _GO_INT.fullmatch(text):
+        seconds, negative = abs(int(text)) / 1000, text.startswith("-")
+    else:
+        raise ValueError(
+            f"expected a duration such as 30s, 1m30s or 500ms, or a number of milliseconds, got {text[:40]!r}"
+        )
+    if negative and seconds > 0:
+        raise ValueError(f"must not be negative, got {text[:40]!r}")
     if seconds > MAX_DURATION:
         raise ValueError(f"must be at most {MAX_DURATION // 86400:.0f} days")
     return seconds
+
+
+def normalize_string(text: str) -> str:
+    """KEDA's kedautil.NormalizeString: `/ . : % ( )` become `-`; built-in scalers' metric names use it."""
+    return re.sub(r"[/.:%()]", "-", text)
+
+
+def _duration_field(value: Any) -> Any:
+    return parse_duration(value) if isinstance(value, str) else value
+
+
+class _Kind:
+    """A marker in a field's Annotated metadata, so the README tables can say `duration` rather than float."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+
+Duration = Annotated[float, _Kind("duration"), BeforeValidator(_duration_field)]
+"""A metadata field holding a duration (KEDA's rule); the model holds it as seconds."""
+
+
+def aliases(*names: str) -> AliasChoices:
+    """Several metadata keys for one field, the first given wins (KEDA's `name=authModes;authMode`)."""
+    return AliasChoices(*names)
+
+
+def _scalar_type(annotation: Any) -> Any:
+    """bool, int or float for `bool`, `int | None`, ...; None for anything else."""
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        annotation = args[0] if len(args) == 1 else None
+    return annotation if annotation in (bool, int, float) else None
+
+
+def _is_duration(metadata: list[Any]) -> bool:
+    return any(isinstance(item, _Kind) and item.name == "duration" for item in metadata)
+
+
+def _keda_scalar(kind: Any, text: str) -> Any:
+    """A metadata string read the way KEDA's typed config reads a bool, an int or a float64 field."""
+    if kind is bool:
+        if text not in _GO_BOOLS:
+            raise ValueError(f"expected a boolean (true, false, 1, 0, t, f, TRUE, FALSE), got {text[:40]!r}")
+        return _GO_BOOLS[text]
+    pattern, what = (_JSON_INT, "an integer") if kind is int else (_JSON_FLOAT, "a number")
+    if not pattern.fullmatch(text):
+        raise ValueError(f"expected {what}, got {text[:40]!r}")
+    return int(text) if kind is int else float(text)
 
 
 class TriggerMetadata(BaseModel):
@@ -60,6 +135,31 @@ class TriggerMetadata(BaseModel):
     """Keys that name what is measured and how it becomes a number (queue, query, mode, ...), never where or
     how credentials travel: a trigger may set these on top of a named connection (with the target keys)."""
 
+    @model_validator(mode="before")
+    @classmethod
+    def _keda_rules(cls, data: Any) -> Any:
+        """KEDA's rules for every adapter: blank means absent; bools, ints and floats as KEDA parses them."""
+        if not isinstance(data, Mapping):
+            return data
+        # KEDA trims every value (configParamValue), so `header\n` is `header`, and blank is absent.
+        values = {k: v.strip() if isinstance(v, str) else v for k, v in data.items()}
+        values = {k: v for k, v in values.items() if v != ""}
+        errors: list[str] = []
+        for name, field in cls.model_fields.items():
+            kind = _scalar_type(field.annotation)
+            if kind is None or _is_duration(field.metadata):
+                continue
+            for key in _field_keys(name, field):
+                raw = values.get(key)
+                if isinstance(raw, str):
+                    try:
+                        values[key] = _keda_scalar(kind, raw.strip())
+                    except ValueError as exc:
+                        errors.append(f"{key}: {exc}")
+        if errors:
+            raise ValueError(errors[0])
+        return values
+
     def embedded_addresses(self) -> list[tuple[str, str]]:
         """(metadata key, URL) of addresses inside other values that the adapter will connect to, such as
         the token endpoint named in a credentials document: the egress policy checks them too."""
@@ -68,7 +168,7 @@ class TriggerMetadata(BaseModel):
     @classmethod
     def field_for_key(cls, key: str) -> str:
         for name, field in cls.model_fields.items():
-            if (field.alias or name) == key:
+            if key in _field_keys(name, field):
                 return name
         raise KeyError(key)
 
@@ -97,7 +197,15 @@ class TriggerMetadata(BaseModel):
 
     @classmethod
     def keys(cls) -> list[str]:
-        return [field.alias or name for name, field in cls.model_fields.items()]
+        return [key for name, field in cls.model_fields.items() for key in _field_keys(name, field)]
+
+
+def _field_keys(name: str, field: Any) -> list[str]:
+    """The metadata keys of a field: its alias, then any alternatives given with `aliases()`."""
+    keys = [field.alias or name]
+    if isinstance(field.validation_alias, AliasChoices):
+        keys += [k for k in field.validation_alias.choices if isinstance(k, str) and k not in keys]
+    return keys
 
 
 M = TypeVar("M", bound=TriggerMetadata)
@@ -106,21 +214,19 @@ M = TypeVar("M", bound=TriggerMetadata)
 def resolve_from_env(metadata: Mapping[str, str]) -> dict[str, str]:
     """Read `xFromEnv` as `x`: KEDA has already resolved the variable and sent its value under that key.
 
-    Giving both `x` and `xFromEnv` with different values is ambiguous, so it is an error that names both.
+    As in KEDA's typed config, a blank value counts as absent and a literal `x` wins over `xFromEnv`
+    (giving both is not an error: KEDA looks in the trigger's metadata first).
     """
-    resolved: dict[str, str] = {}
-    for key, value in metadata.items():
-        if key.endswith(FROM_ENV_SUFFIX) and len(key) > len(FROM_ENV_SUFFIX):
-            continue
-        resolved[key] = value
-    for key, value in metadata.items():
-        if not (key.endswith(FROM_ENV_SUFFIX) and len(key) > len(FROM_ENV_SUFFIX)):
-            continue
-        plain = key[: -len(FROM_ENV_SUFFIX)]
-        if plain in resolved and resolved[plain] != value:
-            raise InvalidMetadata(plain, f"both '{plain}' and '{key}' are set; give only one")
-        resolved[plain] = value
+    present = {key: value for key, value in metadata.items() if value.strip()}
+    resolved = {key: value for key, value in present.items() if not _is_from_env(key)}
+    for key, value in present.items():
+        if _is_from_env(key):
+            resolved.setdefault(key[: -len(FROM_ENV_SUFFIX)], value)
     return resolved
+
+
+def _is_from_env(key: str) -> bool:
+    return key.endswith(FROM_ENV_SUFFIX) and len(key) > len(FROM_ENV_SUFFIX)
 
 
 def parse_metadata(model: type[M], metadata: Mapping[str, str]) -> M:
@@ -158,9 +264,10 @@ def _check_target(parsed: TriggerMetadata) -> None:
     target = parsed.target
     if not (math.isfinite(target) and target > 0):
         raise InvalidMetadata(parsed.target_key, f"must be a number greater than 0, got {target:g}")
+    # A negative activation threshold is accepted, as in KEDA: the trigger is then always active.
     activation = parsed.activation_target
-    if not (math.isfinite(activation) and activation >= 0):
-        raise InvalidMetadata(parsed.activation_key, f"must be a number of 0 or more, got {activation:g}")
+    if not math.isfinite(activation):
+        raise InvalidMetadata(parsed.activation_key, f"must be a finite number, got {activation:g}")
 
 
 def describe_fields(model: type[TriggerMetadata]) -> list[dict[str, Any]]:
@@ -170,9 +277,11 @@ def describe_fields(model: type[TriggerMetadata]) -> list[dict[str, Any]]:
         default: Any = None if field.is_required() else field.get_default(call_default_factory=True)
         annotation = field.annotation
         type_name = getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
+        if _is_duration(field.metadata):
+            type_name = "duration"
         rows.append(
             {
-                "key": field.alias or name,
+                "key": " / ".join(_field_keys(name, field)),
                 "type": type_name,
                 "required": field.is_required(),
                 "default": default,

@@ -16,6 +16,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 
 from .api import (
     Adapter,
+    Duration,
     HttpClients,
     HttpEndpoint,
     InvalidMetadata,
@@ -24,11 +25,14 @@ from .api import (
     SourceRejectedQuery,
     SourceUnavailable,
     TriggerMetadata,
+    aliases,
     credentials_identity,
     strip_userinfo,
 )
 
-AuthMode = Literal["basic", "bearer", "custom", "tls"]
+AUTH_MODES = ("apiKey", "basic", "bearer", "custom", "oauth", "tls")  # KEDA's authentication.Config
+_EXCLUSIVE = ("bearer", "basic", "oauth")
+_NOT_YET = ("apiKey", "oauth")  # valid for KEDA; sending them is not implemented here yet
 Aggregation = Literal["sum", "max", "min", "avg"]
 
 
@@ -81,13 +85,35 @@ class PrometheusMetadata(TriggerMetadata):
         None, description="How to combine several series: sum, max, min or avg (KEDA: always an error)"
     )
     unsafe_ssl: bool = Field(False, description="Skip TLS certificate verification")
-    timeout: int | None = Field(
-        None, gt=0, le=3_600_000, description="Query timeout in milliseconds, at most 1 h (default: the server's)"
+    timeout: Duration | None = Field(
+        None,
+        le=3600,
+        description="Query timeout: a duration (5s) or milliseconds, at most 1 h; 0 or unset: the server's",
     )
-    auth_modes: str = Field("", description="basic, bearer, custom or tls (inferred from the credentials if unset)")
+    auth_modes: str = Field(
+        "",
+        validation_alias=aliases("authModes", "authMode"),
+        description="Comma list of basic, bearer, custom, tls (apiKey, oauth: not yet); each sends only its own "
+        "credentials; bearer, basic and oauth exclude each other; unset: inferred from the credentials",
+    )
     username: str = Field("", description="Basic auth user")
     password: SecretStr = Field(SecretStr(""), description="Basic auth password (prefer a named connection)")
-    bearer_token: SecretStr = Field(SecretStr(""), description="Bearer token (prefer a named connection)")
+    bearer_token: SecretStr = Field(
+        SecretStr(""),
+        validation_alias=aliases("bearerToken", "token"),
+        description="Bearer token (prefer a named connection)",
+    )
+    cert: SecretStr = Field(SecretStr(""), description="Client certificate PEM (KEDA's key; not yet: use certFile)")
+    key: SecretStr = Field(SecretStr(""), description="Client key PEM (KEDA's key; not yet: use keyFile)")
+    ca: str = Field("", description="CA PEM (KEDA's key; not yet: use caFile)")
+    oauth_token_uri: str = Field("", alias="oauthTokenURI", description="oauth: token endpoint (not yet)")
+    client_id: str = Field("", alias="clientID", description="oauth: client id (not yet)")
+    client_secret: SecretStr = Field(SecretStr(""), alias="clientSecret", description="oauth: secret (not yet)")
+    scopes: str = Field("", validation_alias=aliases("scopes", "scope"), description="oauth: scopes (not yet)")
+    endpoint_params: str = Field("", description="oauth: extra token request parameters (not yet)")
+    api_key: SecretStr = Field(SecretStr(""), description="apiKey: the key (not yet)")
+    method: Literal["header", "query"] = Field("header", description="apiKey: header or query (not yet)")
+    key_param_name: str = Field("", description="apiKey: header or parameter name (not yet)")
     custom_auth_header: str = Field("", description="Header name for `custom` auth")
     custom_auth_value: SecretStr = Field(SecretStr(""), description="Header value for `custom` auth")
     ca_file: str = Field("", description="CA bundle path in the scaler pod, for a private CA")
@@ -135,29 +161,56 @@ class PrometheusMetadata(TriggerMetadata):
 
     @model_validator(mode="after")
     def _check_auth(self) -> PrometheusMetadata:
-        for mode in self.modes:
-            if mode == "basic" and not self.basic_auth:
-                raise ValueError("authModes: 'basic' needs `username` (and `password`)")
-            if mode == "bearer" and not self.bearer_token.get_secret_value():
-                raise ValueError("authModes: 'bearer' needs `bearerToken`")
-            if mode == "custom" and not (self.custom_auth_header and self.custom_auth_value.get_secret_value()):
-                raise ValueError("authModes: 'custom' needs `customAuthHeader` and `customAuthValue`")
-            if mode == "tls" and not (self.cert_file and self.key_file):
-                raise ValueError("authModes: 'tls' needs `certFile` and `keyFile`")
+        modes = self.modes
+        unknown = [m for m in modes if m not in AUTH_MODES]
+        if unknown:
+            raise ValueError(f"authModes: unknown mode '{unknown[0][:40]}'; accepted: {', '.join(AUTH_MODES)}")
+        exclusive = [m for m in modes if m in _EXCLUSIVE]
+        if len(exclusive) > 1:
+            raise ValueError(f"authModes: {' and '.join(exclusive)} exclude each other; give only one of them")
+        # What each mode needs, as KEDA's authentication.Config.Validate checks it.
+        needs = {
+            "basic": (bool(self.username), "`username`"),
+            "bearer": (bool(self.bearer_token.get_secret_value()), "`bearerToken`"),
+            "custom": (
+                bool(self.custom_auth_header and self.custom_auth_value.get_secret_value()),
+                "`customAuthHeader` and `customAuthValue`",
+            ),
+            "tls": (
+                bool(self.cert_file and self.key_file)
+                or bool(self.cert.get_secret_value() and self.key.get_secret_value()),
+                "`cert` and `key` (or `certFile` and `keyFile`)",
+            ),
+            "oauth": (bool(self.oauth_token_uri and self.client_id), "`oauthTokenURI` and `clientID`"),
+            "apiKey": (bool(self.api_key.get_secret_value()), "`apiKey`"),
+        }
+        for mode in modes:
+            present, what = needs[mode]
+            if not present:
+                raise ValueError(f"authModes: '{mode}' needs {what}")
+        for mode in modes:
+            if mode in _NOT_YET:
+                raise ValueError(f"authModes: '{mode}' is valid in KEDA but not supported by this scaler yet")
+        if self.cert.get_secret_value() or self.key.get_secret_value() or self.ca:
+            key = "cert" if self.cert.get_secret_value() else "key" if self.key.get_secret_value() else "ca"
+            raise ValueError(f"{key}: PEM contents are not supported by this scaler yet; use caFile/certFile/keyFile")
         if bool(self.cert_file) != bool(self.key_file):
             raise ValueError("certFile: `certFile` and `keyFile` must be given together")
         return self
 
     @property
     def modes(self) -> list[str]:
-        modes = [m.strip() for m in self.auth_modes.split(",") if m.strip()]
-        for mode in modes:
-            if mode not in ("basic", "bearer", "custom", "tls"):
-                raise ValueError(f"authModes: unknown mode '{mode}'; accepted: basic, bearer, custom, tls")
-        return modes
+        return [m.strip() for m in self.auth_modes.split(",") if m.strip()]
+
+    def sends(self, mode: str) -> bool:
+        """Whether a mode's credentials are sent: only the listed modes' (KEDA), or, with no authModes,
+        whichever credentials are given (an extra: KEDA would send none)."""
+        return mode in self.modes if self.modes else True
 
     @property
     def basic_auth(self) -> tuple[str, str] | None:
+        if not self.sends("basic"):
+            return None
         user, password = self.username, self.password.get_secret_value()
         parts = urlsplit(self.server_address)
         if not user and parts.username:
@@ -176,9 +229,9 @@ class PrometheusMetadata(TriggerMetadata):
     def headers(self) -> dict[str, str]:
         headers = dict(parse_pairs("customHeaders", self.custom_headers))
         token = self.bearer_token.get_secret_value()
-        if token:
+        if token and self.sends("bearer"):
             headers["Authorization"] = f"Bearer {token}"
-        if self.custom_auth_header and self.custom_auth_value.get_secret_value():
+        if self.custom_auth_header and self.custom_auth_value.get_secret_value() and self.sends("custom"):
             headers[self.custom_auth_header] = self.custom_auth_value.get_secret_value()
         return headers
 
@@ -219,11 +272,14 @@ class PrometheusAdapter(Adapter[PrometheusMetadata]):
             ),
         )
 
+    def keda_metric_name(self, metadata: PrometheusMetadata) -> str:
+        return "prometheus"
+
     def metric_name_hint(self, metadata: PrometheusMetadata) -> str:
         return ""  # the engine adds a digest of the source key; a query makes a poor name
 
     def timeout_seconds(self, metadata: PrometheusMetadata) -> float | None:
-        return metadata.timeout / 1000 if metadata.timeout else None
+        return metadata.timeout or None
 
     def endpoint(self, metadata: PrometheusMetadata) -> HttpEndpoint:
         return HttpEndpoint.for_url(
@@ -297,6 +353,11 @@ def sample_values(data: Any) -> list[float]:
 
 def reduce_result(data: Any, metadata: PrometheusMetadata) -> float:
     """One number from a query result: the single series, or the declared aggregation of several."""
+    result = data.get("result") if isinstance(data, dict) else None
+    if data.get("resultType") == "vector" and isinstance(result, list):
+        # KEDA reads a series whose `value` is an empty list like an empty result (0 with ignoreNullValues).
+        result = [s for s in result if not (isinstance(s, dict) and s.get("value") == [])]
+        data = {**data, "result": result}
     values = sample_values(data)
     if not values:
         if metadata.ignore_null_values:

@@ -9,17 +9,19 @@ activity rules of each mode are KEDA's (pkg/scalers/rabbitmq_scaler.go).
 from __future__ import annotations
 
 from typing import Literal
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote_plus, unquote, urlsplit
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from .api import (
     Adapter,
     AdapterContext,
+    Duration,
     HttpEndpoint,
     SourceKey,
     TriggerMetadata,
     credentials_identity,
+    normalize_string,
 )
 from .rabbitmq_amqp import AmqpClients, AmqpTarget
 from .rabbitmq_http import ManagementQuery, Operation, QueueStats, read_matching, read_queue
@@ -76,8 +78,10 @@ class RabbitMQMetadata(TriggerMetadata):
     exclude_unacknowledged: bool = Field(
         False, description="QueueLength counts ready messages only (HTTP only; AMQP always does)"
     )
-    timeout: int | None = Field(
-        None, gt=0, le=3_600_000, description="Query timeout in milliseconds, at most 1 h (default: the server's)"
+    timeout: Duration | None = Field(
+        None,
+        le=3600,
+        description="Query timeout: a duration (5s) or milliseconds, at most 1 h; 0 or unset: the server's",
     )
     unsafe_ssl: bool = Field(False, description="Skip TLS certificate verification")
     username: str = Field("", description="User; overrides the one in `host` (give with `password`)")
@@ -223,8 +227,11 @@ class RabbitMQAdapter(Adapter[RabbitMQMetadata]):
     def metric_name_hint(self, metadata: RabbitMQMetadata) -> str:
         return metadata.queue_name
 
+    def keda_metric_name(self, metadata: RabbitMQMetadata) -> str:
+        return normalize_string(f"rabbitmq-{quote_plus(metadata.queue_name)}")  # KEDA's url.QueryEscape
+
     def timeout_seconds(self, metadata: RabbitMQMetadata) -> float | None:
-        return metadata.timeout / 1000 if metadata.timeout else None
+        return metadata.timeout or None
 
     async def measure(self, metadata: RabbitMQMetadata) -> float:
         if not metadata.uses_http:

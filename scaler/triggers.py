@@ -219,7 +219,8 @@ class TriggerParser:
             metadata=metadata,
             source_key=source,
             activation_key=adapter.activation_source_key(metadata) or source,
-            metric_name=metric_name(adapter_name, adapter.metric_name_hint(metadata), source),
+            metric_name=adapter.keda_metric_name(metadata)
+            or metric_name(adapter_name, adapter.metric_name_hint(metadata), source),
             target=metadata.target,
             activation_target=metadata.activation_target,
             timeout=adapter.timeout_seconds(metadata) or self.default_timeout,

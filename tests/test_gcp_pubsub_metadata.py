@@ -26,7 +26,7 @@ def meta(**extra: str) -> dict[str, str]:
 
 def test_spec_names_the_subscription_and_defaults_the_target_to_ten(scaler: ScalerProcess) -> None:
     [spec] = scaler.spec(meta()).metricSpecs
-    assert spec.metricName == "gcp-pubsub-orders-sub"
+    assert spec.metricName == f"gcp-ps-projects-{PROJECT}-subscriptions-orders-sub"  # KEDA's name
     assert spec.targetSizeFloat == 10
     assert spec.targetSize == 10
     [spec] = scaler.spec(meta(value="2.5")).metricSpecs
@@ -36,7 +36,7 @@ def test_spec_names_the_subscription_and_defaults_the_target_to_ten(scaler: Scal
 def test_spec_never_needs_pubsub(scaler: ScalerProcess) -> None:
     # The subscription does not exist, and no Pub/Sub call is made for the spec.
     [spec] = scaler.spec(meta(subscriptionName=f"projects/{PROJECT}/subscriptions/absent-sub")).metricSpecs
-    assert spec.metricName == "gcp-pubsub-absent-sub"
+    assert spec.metricName == f"gcp-ps-projects-{PROJECT}-subscriptions-absent-sub"
 
 
 @pytest.mark.parametrize(
@@ -44,23 +44,24 @@ def test_spec_never_needs_pubsub(scaler: ScalerProcess) -> None:
     [
         ({"adapter": "gcp-pubsub"}, "subscriptionName", "exactly one"),
         (meta(topicName=f"projects/{PROJECT}/topics/orders"), "subscriptionName", "exactly one"),
-        ({"adapter": "gcp-pubsub", "subscriptionName": "orders-sub"}, "projectId", "short"),
         (meta(subscriptionName=f"projects/{PROJECT}/topics/orders"), "subscriptionName", "path to topics"),
         (meta(subscriptionName="a/b"), "subscriptionName", "short name or projects/"),
         (meta(subscriptionName=f"projects/{PROJECT}/subscriptions/ab"), "subscriptionName", "not a valid name"),
-        (meta(mode="MessageRate"), "mode", "NumUndeliveredMessages"),
-        (meta(aggregation="p99"), "aggregation", "percentileNN"),
+        (meta(mode="message-rate"), "mode", "CamelCase"),
+        (meta(aggregation="p99"), "aggregation", "percentile0 to percentile100"),
+        (meta(subscriptionSize="7"), "subscriptionSize", "v2.20"),
+        (meta(topicName="", subscriptionName="", mode="MessageSizes", aggregation="stddev"), "subscriptionName", "one"),
         (meta(timeHorizon="two minutes"), "timeHorizon", "duration"),
-        (meta(timeHorizon="0s"), "timeHorizon", "at least 1s"),
-        (meta(staleness="-1m"), "staleness", "duration"),
+        (meta(timeHorizon="-1s"), "timeHorizon", "negative"),
+        (meta(staleness="-1m"), "staleness", "negative"),
         (meta(source="metrics"), "source", "monitoring"),
         (meta(activationSource="monitoring"), "activationSource", "peek"),
         (meta(peekLimit="0"), "peekLimit", "greater than 0"),
         (meta(value="0"), "value", "greater than 0"),
-        (meta(activationValue="-1"), "activationValue", "0 or more"),
+        (meta(activationValue="NaN"), "activationValue", "number"),
         (meta(monitoringAddress="ftp://example"), "monitoringAddress", "http"),
         (meta(monitoringAddress="http://user:pw@127.0.0.1:9090"), "monitoringAddress", "credentials"),
-        (meta(credentials='{"type": "service_account"}', credentialsFile="/etc/key.json"), "credentials", "not both"),
+        (meta(credentials='{"type": "service_account"}', credentialsFile="/etc/key.json"), "credentials", "only one"),
         (meta(credentials='{"type": "external_account"}'), "credentials", "service account key"),
     ],
 )

@@ -16,7 +16,14 @@ import pytest
 
 from tests.fixtures._util import wait_for
 from tests.fixtures.prometheus import Exporter, PrometheusServer
-from tests.fixtures.pubsub import PROJECT, PubSubEmulator, RecordingProxy, TokenEndpoint, google_isolated_env
+from tests.fixtures.pubsub import (
+    PROJECT,
+    PubSubEmulator,
+    RecordingProxy,
+    TokenEndpoint,
+    google_isolated_env,
+    service_account_key,
+)
 from tests.fixtures.scaler import ScalerProcess, StartScaler
 
 BACKLOG = "pubsub_googleapis_com:subscription_num_undelivered_messages"
@@ -74,26 +81,74 @@ def test_monitoring_reads_the_emulators_backlog_with_a_gauge_query(
     assert "authorization" not in headers
 
 
-def test_aggregation_runs_over_the_time_horizon(
+@pytest.mark.parametrize(
+    ("aggregation", "reducer", "expected"),
+    [
+        ("mean", "avg", 5.0),
+        ("median", "quantile(0.5, ", 4.0),
+        ("sum", "sum", 15.0),
+        ("count", "count", 3.0),
+        ("variance", "stdvar", 14 / 3),
+        ("stddev", "stddev", (14 / 3) ** 0.5),
+        ("percentile100", "quantile(1, ", 8.0),
+        ("percentile0", "quantile(0, ", 3.0),
+    ],
+)
+def test_kedas_aggregations_reduce_the_aligned_series(  # noqa: PLR0917 (fixtures and parameters)
+    scaler: ScalerProcess,
+    exporter: Exporter,
+    scraped: PrometheusServer,
+    recording_proxy: RecordingProxy,
+    topic: str,
+    aggregation: str,
+    reducer: str,
+    expected: float,
+) -> None:
+    # KEDA: `group_by [], <aggregation>(value)` over the series of the resource (one per region for a
+    # topic), each aligned to its latest point in the horizon, which is 5m with an aggregation.
+    for region, value in (("europe-west1", 3), ("us-central1", 4), ("asia-east1", 8)):
+        labels = {"project_id": PROJECT, "topic_id": short(topic), "region": region}
+        exporter.set(TOPIC_BACKLOG, value, **labels)
+        scraped.wait_for_value(Exporter.series(TOPIC_BACKLOG, **labels), value)
+    assert scaler.value(meta(recording_proxy, topic=topic, aggregation=aggregation)) == pytest.approx(expected, 1e-3)
+    aligned = f'last_over_time({TOPIC_BACKLOG}{{project_id="{PROJECT}",topic_id="{short(topic)}"}}[300s])'
+    opened = reducer if reducer.endswith(" ") else f"{reducer}("
+    assert recording_proxy.queries() == [f"{opened}{aligned})"]
+
+
+def test_distribution_modes_read_their_histogram_as_keda_reads_them(
+    scaler: ScalerProcess, recording_proxy: RecordingProxy, topic: str
+) -> None:
+    sizes = "pubsub_googleapis_com:topic_message_sizes"
+    matchers = f'{{project_id="{PROJECT}",topic_id="{short(topic)}"}}'
+    # A distribution point is no number: KEDA fails on it without an aggregation, and so does this scaler.
+    with pytest.raises(grpc.RpcError) as err:
+        scaler.metrics(meta(recording_proxy, topic=topic, mode="MessageSizes"))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "'aggregation'" in err.value.details()
+    for aggregation in ("mean", "percentile95", "count"):
+        with pytest.raises(grpc.RpcError):  # nothing exported: absent, and the query shows what is read
+            scaler.metrics(meta(recording_proxy, topic=topic, mode="MessageSizes", aggregation=aggregation))
+    assert recording_proxy.queries() == [
+        f"sum(increase({sizes}_sum{matchers}[300s])) / sum(increase({sizes}_count{matchers}[300s]))",
+        f"histogram_quantile(0.95, sum by (le) (increase({sizes}_bucket{matchers}[300s])))",
+        f"sum(increase({sizes}_count{matchers}[300s]))",
+    ]
+
+
+def test_any_mode_reads_its_snake_cased_metric(
     scaler: ScalerProcess,
     exporter: Exporter,
     scraped: PrometheusServer,
     recording_proxy: RecordingProxy,
     subscription: str,
 ) -> None:
+    metric = "pubsub_googleapis_com:subscription_backlog_bytes"
     labels = {"project_id": PROJECT, "subscription_id": short(subscription)}
-    series = Exporter.series(BACKLOG, **labels)
-    for value in (5, 9, 2):
-        exporter.set(BACKLOG, value, **labels)
-        scraped.wait_for_value(series, value)
-    assert scaler.value(meta(recording_proxy, subscription, aggregation="max", timeHorizon="1m")) == 9
-    assert scaler.value(meta(recording_proxy, subscription, aggregation="min", timeHorizon="1m")) == 2
-    assert scaler.value(meta(recording_proxy, subscription)) == 2  # no aggregation: the latest sample
-    selector = f'{BACKLOG}{{project_id="{PROJECT}",subscription_id="{short(subscription)}"}}'
+    exporter.set(metric, 4096, **labels)
+    scraped.wait_for_value(Exporter.series(metric, **labels), 4096)
+    assert scaler.value(meta(recording_proxy, subscription, mode="BacklogBytes", timeHorizon="1m")) == 4096
     assert recording_proxy.queries() == [
-        f"max_over_time({selector}[60s])",
-        f"min_over_time({selector}[60s])",
-        f"last_over_time({selector}[120s])",
+        f'last_over_time({metric}{{project_id="{PROJECT}",subscription_id="{short(subscription)}"}}[60s])'
     ]
 
 
@@ -302,3 +357,34 @@ def test_a_refused_token_exchange_from_a_credentials_file_is_unauthenticated(
         process.metrics(metadata)
     assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED, err.value.details()
     assert len(token_endpoint.bodies) == 1 and "a-subject-token" in token_endpoint.bodies[0]
+
+
+def test_a_short_name_takes_the_credentials_project(
+    scaler: ScalerProcess, exporter: Exporter, scraped: PrometheusServer, recording_proxy: RecordingProxy
+) -> None:
+    key, _ = service_account_key("k-project", "https://oauth2.googleapis.com/token")  # project_id: PROJECT
+    labels = {"project_id": PROJECT, "subscription_id": "short-named-sub"}
+    exporter.set(BACKLOG, 6, **labels)
+    scraped.wait_for_value(Exporter.series(BACKLOG, **labels), 6)
+    assert scaler.value(meta(recording_proxy, "short-named-sub", credentials=key)) == 6
+    assert recording_proxy.queries() == [
+        f'last_over_time({BACKLOG}{{project_id="{PROJECT}",subscription_id="short-named-sub"}}[120s])'
+    ]
+
+
+def test_a_short_name_without_credentials_takes_the_ambient_project(
+    start_scaler: StartScaler, exporter: Exporter, scraped: PrometheusServer, recording_proxy: RecordingProxy
+) -> None:
+    labels = {"project_id": "ambient-project", "subscription_id": "ambient-sub"}
+    exporter.set(BACKLOG, 8, **labels)
+    scraped.wait_for_value(Exporter.series(BACKLOG, **labels), 8)
+    ambient = start_scaler(env=google_isolated_env(GOOGLE_CLOUD_PROJECT="ambient-project"))
+    assert ambient.value(meta(recording_proxy, "ambient-sub")) == 8
+    assert recording_proxy.queries() == [
+        f'last_over_time({BACKLOG}{{project_id="ambient-project",subscription_id="ambient-sub"}}[120s])'
+    ]
+    # No project anywhere (and no metadata server): an error naming projectId, as KEDA's fails to read.
+    bare = start_scaler(env=google_isolated_env())
+    with pytest.raises(grpc.RpcError) as err:
+        bare.metrics(meta(recording_proxy, "ambient-sub"))
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "'projectId'" in err.value.details()

@@ -29,7 +29,7 @@ def test_get_metric_spec_names_the_metric_and_fills_both_target_fields(
     assert spec[0].targetSizeFloat == 2.5
     assert spec[0].targetSize == 2  # rounded half to even, as Python's round()
     name = spec[0].metricName
-    assert name.startswith("prometheus-")
+    assert name == "prometheus"  # KEDA's name for the same trigger
     assert all(c.islower() or c.isdigit() or c == "-" for c in name)
     # Stable: the same metadata gives the same name every time.
     assert scaler.spec(meta(prometheus, "vector(1)", threshold="2.5")).metricSpecs[0].metricName == name

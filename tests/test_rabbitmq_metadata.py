@@ -72,8 +72,8 @@ def test_host_from_env_is_read_as_host(scaler: ScalerProcess) -> None:
         ({"caFile": "/tls/ca.crt"}, "certFile", "amqps://"),
         ({"host": HTTP, "useRegex": "true", "pageSize": "0"}, "pageSize", "greater than or equal to 1"),
         ({"host": HTTP, "useRegex": "true", "operation": "min"}, "operation", "sum"),
-        ({"timeout": "-5"}, "timeout", "greater than 0"),
-        ({"queueName": ""}, "queueName", "at least 1"),
+        ({"timeout": "-5"}, "timeout", "negative"),
+        ({"queueName": ""}, "queueName", "is required"),  # blank is absent, as in KEDA
     ],
 )
 def test_invalid_metadata_names_the_key(scaler: ScalerProcess, extra: dict[str, str], key: str, words: str) -> None:

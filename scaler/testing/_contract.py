@@ -208,9 +208,12 @@ class AdapterContract:
         key = self.adapter_class().metadata_model.target_key
         self.assert_invalid({**new_source().metadata, key: bad}, key)
 
-    def test_negative_activation_threshold_is_invalid_metadata_naming_it(self, new_source: SourceFactory) -> None:
+    def test_negative_activation_threshold_is_accepted_as_in_keda(self, new_source: SourceFactory) -> None:
+        # KEDA's typed config accepts it (the trigger is then always active); a NaN is bad metadata.
         key = self.adapter_class().metadata_model.activation_key
-        self.assert_invalid({**new_source().metadata, key: "-1"}, key)
+        adapter = self.adapter_class()(AdapterContext())
+        assert self.parse(adapter, {**new_source().metadata, key: "-1"}).activation_target == -1
+        self.assert_invalid({**new_source().metadata, key: "nan"}, key)
 
     # --- readings ---------------------------------------------------------------------------------
 
