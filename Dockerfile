@@ -1,7 +1,8 @@
 # syntax=docker/dockerfile:1
 # keda-queue-scaler: a KEDA external scaler. Multi-stage: the build stage installs the project from its own
 # metadata (pyproject.toml) into a virtualenv; the runtime stage copies only that virtualenv.
-# Build: docker build --build-arg VERSION=$(python -c 'import tomllib;print(tomllib.load(open("pyproject.toml","rb"))["project"]["version"])') -t keda-queue-scaler:0.1.0 .
+# Build (README, "Container image"; tests/test_image.py builds it the same way with podman):
+#   docker build --build-arg VERSION=$(python -c 'import tomllib;print(tomllib.load(open("pyproject.toml","rb"))["project"]["version"])') -t keda-queue-scaler:0.1.0 .
 
 ARG PYTHON_IMAGE=python:3.11.13-slim-bookworm
 
@@ -17,6 +18,9 @@ COPY scaler ./scaler
 COPY adapters ./adapters
 # Not editable, compiled to bytecode here: the runtime filesystem is read-only.
 RUN /opt/scaler/bin/pip install --no-warn-script-location .
+# venv seeds setuptools (10 MB) that nothing at run time imports; the package build above used its own, isolated
+# copy. pip stays: `pip check` in the image verifies its dependencies (tests/test_image.py).
+RUN /opt/scaler/bin/pip uninstall --yes setuptools
 
 FROM ${PYTHON_IMAGE} AS runtime
 ARG VERSION=0.1.0

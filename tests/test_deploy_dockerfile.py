@@ -1,6 +1,7 @@
-"""The Dockerfile, tested without a container engine (these machines have none): its instructions are read
-and checked, and the install step of its build stage is run as written, in a fresh virtualenv, on a build
-context holding only what the Dockerfile copies and .dockerignore lets through."""
+"""The Dockerfile's instructions, read and checked, and the install step of its build stage run as written in
+a fresh virtualenv, on a build context holding only what the Dockerfile copies and .dockerignore lets through.
+These fail in seconds and name the instruction; tests/test_image.py builds the image itself with podman and
+runs it as the Deployment does."""
 
 from __future__ import annotations
 
