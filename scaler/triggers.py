@@ -146,7 +146,7 @@ class TriggerParser:
     def _check_connection_access(self, metadata: Mapping[str, str], namespace: str) -> None:
         # First, and the same answer whether the connection is unknown or forbidden here: a refusal must not
         # tell one tenant which connections exist, who may use them, or what is wrong with their settings.
-        name = (metadata.get("connection") or metadata.get("connectionFromEnv") or "").strip()
+        name = resolve_from_env(metadata).get("connection", "").strip()
         if not name:
             return
         found = self.connections.get(name)
@@ -245,20 +245,19 @@ class TriggerParser:
         # the operator's to set, unless the connection lists it in triggerKeys.
         grantable = adapter.metadata_model.grantable_keys() | set(connection.trigger_keys) | ENGINE_KEYS_GRANTED
         for key in sorted(values):
-            if key in grantable or key in fixed or is_absent(values[key]) or _is_no_op(key, values[key]):
+            if key in grantable or key in fixed or _is_no_op(key, values[key]):
                 continue
             raise SourcePermissionDenied(
                 f"metadata key '{key[:60]}' may not be set by a trigger using connection '{name}': it is the "
                 "connection's to set (the operator may allow it with the connection's triggerKeys)"
             )
         # The connection owns its endpoint and credentials: a trigger may not override them.
-        clash = sorted(key for key in set(fixed) & set(values) if not is_absent(values[key]))
+        clash = sorted(set(fixed) & set(values))
         if clash:
             raise SourcePermissionDenied(
                 f"metadata key '{clash[0][:60]}' is set by connection '{name}' and may not be given in the trigger"
             )
-        merged = {key: value for key, value in values.items() if not is_absent(value)}
-        return {**merged, **fixed}, frozenset(fixed)
+        return {**values, **fixed}, frozenset(fixed)
 
 
 def metadata_size(metadata: Mapping[str, str]) -> int:
@@ -280,11 +279,6 @@ def metadata_digest(metadata: Mapping[str, str]) -> bytes:
             digest.update(len(data).to_bytes(8, "little"))
             digest.update(data)
     return digest.digest()
-
-
-def is_absent(value: str) -> bool:
-    """KEDA's rule: an empty or whitespace-only value is as if the key were not sent."""
-    return not value.strip()
 
 
 def _is_no_op(key: str, value: str) -> bool:
