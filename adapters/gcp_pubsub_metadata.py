@@ -30,6 +30,7 @@ class PubSubMetadata(TriggerMetadata):
     """Trigger metadata for `adapter: gcp-pubsub` (names as in KEDA's gcp-pubsub scaler)."""
 
     address_keys = ("monitoringAddress",)
+    path_keys = ("credentialsFile",)
 
     subscription_name: str = Field(
         "", description="Subscription: short name (with `projectId`) or `projects/<p>/subscriptions/<s>`"

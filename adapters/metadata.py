@@ -56,6 +56,8 @@ class TriggerMetadata(BaseModel):
     activation_key: ClassVar[str] = "activationValue"
     address_keys: ClassVar[tuple[str, ...]] = ()
     """Keys holding a network address (URL or host) the adapter will connect to: the egress policy checks them."""
+    path_keys: ClassVar[tuple[str, ...]] = ()
+    """Keys holding a path in the scaler's filesystem: a trigger may give them only inside `trigger_file_dirs`."""
 
     def embedded_addresses(self) -> list[tuple[str, str]]:
         """(metadata key, URL) of addresses inside other values that the adapter will connect to, such as

@@ -63,6 +63,7 @@ class PrometheusMetadata(TriggerMetadata):
     target_key = "threshold"
     activation_key = "activationThreshold"
     address_keys = ("serverAddress",)
+    path_keys = ("caFile", "certFile", "keyFile")
 
     server_address: str = Field(description="Prometheus base URL, e.g. http://prometheus.monitoring:9090")
     query: str = Field(min_length=1, description="PromQL query; must return one series unless `aggregation` is set")

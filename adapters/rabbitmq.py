@@ -39,6 +39,7 @@ class RabbitMQMetadata(TriggerMetadata):
     """Trigger metadata for `adapter: rabbitmq` (names as in KEDA's rabbitmq scaler)."""
 
     address_keys = ("host",)
+    path_keys = ("caFile", "certFile", "keyFile")
 
     host: str = Field(
         description="amqp://, amqps://, http:// or https:// URL of the broker (the management API for http), "

@@ -55,6 +55,7 @@ class ScalerServer:
             settings.source_timeout,
             settings.metadata_cache_size,
             egress,
+            file_dirs=settings.trigger_file_dirs,
         )
         self.shutdown = asyncio.Event()
         self.ready = False
