@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -27,7 +29,7 @@ from adapters.api import SourceUnavailable, discover_adapter_classes
 from tests.fixtures.certs import Pki
 from tests.fixtures.prometheus import PrometheusServer
 from tests.fixtures.pubsub import google_isolated_env
-from tests.fixtures.scaler import ScalerProcess, denied, error_of
+from tests.fixtures.scaler import ROOT, ScalerProcess, denied, error_of
 
 ATTACKER, VICTIM = "team-a", "team-b"
 CONNECTIONS = """
@@ -38,6 +40,9 @@ connections:
   urandom-ca:
     adapter: prometheus
     metadata: {serverAddress: "%(prometheus)s", caFile: /dev/urandom}
+  operator-ca:
+    adapter: prometheus
+    metadata: {serverAddress: "%(prometheus)s", caFile: "%(ca)s"}
 """
 
 
@@ -64,7 +69,8 @@ def tree(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Tree:
 
 def _scaler(args: list[str], tmp: Path, prometheus: PrometheusServer) -> ScalerProcess:
     config = tmp / "config.yaml"
-    config.write_text(CONNECTIONS % {"prometheus": prometheus.url})
+    shutil.copy(Path(os.environ.get("SSL_CERT_FILE", "/etc/ssl/certs/ca-certificates.crt")), tmp / "ca.pem")
+    config.write_text(CONNECTIONS % {"prometheus": prometheus.url, "ca": tmp / "ca.pem"})
     return ScalerProcess([*args, "--config", str(config), "--source-timeout", "3"], google_isolated_env())
 
 
@@ -178,6 +184,40 @@ def test_an_unusable_file_inside_the_allowed_dirs_is_refused_naming_the_key(
 def test_an_allowed_ca_file_is_used(scaler: ScalerProcess, prometheus: PrometheusServer, tree: Tree) -> None:
     # An http:// source ignores the CA, but the context is built from it: a good file passes.
     assert scaler.value(prom(prometheus, caFile=f"{tree.allowed}//./ca.pem"), namespace=VICTIM) == 6
+
+
+def test_a_named_connection_may_name_files_anywhere(
+    scaler: ScalerProcess, default_scaler: ScalerProcess, prometheus: PrometheusServer
+) -> None:
+    operator = {"adapter": "prometheus", "connection": "operator-ca", "query": "vector(6)", "threshold": "1"}
+    assert scaler.value(operator, namespace=VICTIM) == 6
+    assert default_scaler.value(operator, namespace=VICTIM) == 6
+
+
+def test_an_encrypted_key_is_refused_naming_it(
+    scaler: ScalerProcess, prometheus: PrometheusServer, tree: Tree, pki: Pki
+) -> None:
+    crt, key = pki.issue("tenant-encrypted", server=False)
+    encrypted = tree.allowed / "encrypted.key"
+    subprocess.run(["openssl", "rsa", "-in", str(key), "-aes256", "-passout", "pass:secret", "-out", str(encrypted)],
+                   check=True, capture_output=True)  # fmt: skip
+    shutil.copy(crt, tree.allowed / "tenant.crt")
+    metadata = prom(prometheus, certFile=str(tree.allowed / "tenant.crt"), keyFile=str(encrypted))
+    details = unusable(lambda: scaler.metrics(metadata, namespace=ATTACKER))
+    assert "metadata key 'keyFile'" in details and "encrypted" in details
+
+
+def test_a_relative_trigger_file_dir_stops_the_server_naming_the_setting() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "scaler", "serve", "--trigger-file-dirs", "/etc/certs,secrets/tls"],
+        cwd=ROOT,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert "trigger_file_dirs" in result.stderr and "absolute" in result.stderr
 
 
 def test_devices_a_named_connection_names_are_refused_and_memory_stays_bounded(scaler: ScalerProcess) -> None:
