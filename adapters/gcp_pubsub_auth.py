@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .api import AdapterError, SourceUnauthenticated, SourceUnavailable
+from .files import MAX_CREDENTIALS_BYTES, read_file
 
 SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
 
@@ -28,7 +29,8 @@ class CredentialsSource:
         if self.info:
             return "the `credentials` JSON"
         if self.file:
-            return f"credentials file {self.file}"
+            # Not the path: it may be a named connection's, which the tenant using it should not learn.
+            return "the `credentialsFile` document"
         return "Application Default Credentials"
 
 
@@ -42,7 +44,9 @@ class GoogleCredentials:
 
     @classmethod
     async def load(cls, source: CredentialsSource) -> GoogleCredentials:
-        return cls(source, await asyncio.to_thread(_load, source))
+        # The file is read on the file executor (regular files only, capped); google-auth only parses it.
+        document = await read_file("credentialsFile", source.file, MAX_CREDENTIALS_BYTES) if source.file else None
+        return cls(source, await asyncio.to_thread(_load, source, document))
 
     async def token(self) -> str:
         # One refresh at a time per identity; callers arriving meanwhile reuse its token.
@@ -72,22 +76,21 @@ class GoogleCredentials:
             ) from None
 
 
-def _load(source: CredentialsSource) -> Any:
+def _load(source: CredentialsSource, document: bytes | None) -> Any:
     import google.auth  # deferred: see _refresh
     import google.auth.exceptions
 
     try:
-        if source.info:
+        text = source.info or document
+        if text:
             try:
-                info = json.loads(source.info)
-            except (json.JSONDecodeError, RecursionError):
+                info = json.loads(text)
+            except (ValueError, RecursionError):  # ValueError: not JSON, or not UTF-8
                 # Never echo the content: it is a private key.
-                raise SourceUnauthenticated("the `credentials` value is not a JSON credentials document") from None
+                raise SourceUnauthenticated(f"{source.describe()} is not a JSON credentials document") from None
+            if not isinstance(info, dict):
+                raise SourceUnauthenticated(f"{source.describe()} is not a JSON credentials document")
             credentials, _ = google.auth.load_credentials_from_dict(info, scopes=SCOPES)  # type: ignore[no-untyped-call]
-        elif source.file:
-            credentials, _ = google.auth.load_credentials_from_file(  # type: ignore[no-untyped-call]
-                source.file, scopes=SCOPES
-            )
         else:
             credentials, _ = google.auth.default(scopes=SCOPES)
     except google.auth.exceptions.DefaultCredentialsError as exc:

@@ -65,6 +65,7 @@ class PubSubMetadata(TriggerMetadata):
         "peekLimit",
         "staleness",
     )
+    path_keys = ("credentialsFile",)
 
     subscription_name: str = Field(
         "",

@@ -10,11 +10,8 @@ project's benchmark machine an httpx query cost 0.55 ms of CPU against aiohttp's
 from __future__ import annotations
 
 import base64
-import errno
 import json
-import os
 import ssl
-import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -24,12 +21,12 @@ from .errors import (
     AdapterError,
     SourceNotFound,
     SourcePermissionDenied,
-    SourcePrecondition,
     SourceRejectedQuery,
     SourceTimeout,
     SourceUnauthenticated,
     SourceUnavailable,
 )
+from .files import TlsFiles, client_tls_context
 from .pool import ClientPool
 from .redaction import strip_userinfo
 
@@ -39,7 +36,6 @@ if TYPE_CHECKING:
     import aiohttp
 
 _MAX_ERROR_BODY = 300
-_MAX_TLS_FILE = 1024 * 1024
 _MAX_CONNECTIONS = 8
 # A source answering with an endless or huge body must not take the scaler's memory with it. The largest
 # legitimate answer is a RabbitMQ management page (pageSize <= 500 queues, a few KiB each).
@@ -85,11 +81,7 @@ class HttpClients:
     async def _create(self, endpoint: HttpEndpoint) -> aiohttp.ClientSession:
         import aiohttp
 
-        try:
-            verify = _tls_verification(endpoint)
-        except OSError as exc:  # ssl.SSLError is an OSError too
-            reason = getattr(exc, "reason", None) or exc.strerror or type(exc).__name__
-            raise SourcePrecondition(f"cannot use the TLS files given for {endpoint.origin}: {reason}") from None
+        verify = await _tls_verification(endpoint)
         # Few connections, all kept alive: requests beyond them wait in the connector's queue. Reopening
         # TCP (and TLS) connections after every burst showed in profiles at 10,000 ScaledObjects.
         connector = aiohttp.TCPConnector(ssl=verify, limit=_MAX_CONNECTIONS, keepalive_timeout=60)
@@ -182,31 +174,12 @@ async def _read_limited(response: aiohttp.ClientResponse, source: str) -> bytes:
     return b"".join(chunks)
 
 
-def _tls_verification(endpoint: HttpEndpoint) -> ssl.SSLContext | bool:
-    for path in (endpoint.ca_file, endpoint.cert_file, endpoint.key_file):
-        if path:
-            _check_regular_file(path)
-    if endpoint.verify and (endpoint.ca_file or endpoint.cert_file):
-        ctx = ssl.create_default_context(cafile=endpoint.ca_file)
-        if endpoint.cert_file:
-            ctx.load_cert_chain(endpoint.cert_file, endpoint.key_file)
-        return ctx
-    if not endpoint.verify and endpoint.cert_file:
-        ctx = ssl.create_default_context()
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-        ctx.load_cert_chain(endpoint.cert_file, endpoint.key_file)
-        return ctx
-    return endpoint.verify
-
-
-def _check_regular_file(path: str) -> None:
-    # Paths come from trigger metadata: a FIFO or device would block the event loop while OpenSSL reads it.
-    status = os.stat(path)
-    if not stat.S_ISREG(status.st_mode):
-        raise OSError(errno.EINVAL, f"{path} is not a regular file")
-    if status.st_size > _MAX_TLS_FILE:
-        raise OSError(errno.EFBIG, f"{path} is larger than {_MAX_TLS_FILE // 1024} KiB")
+async def _tls_verification(endpoint: HttpEndpoint) -> ssl.SSLContext | bool:
+    # True/False need no context of ours: aiohttp's default verifies with the system store, False skips it.
+    if not (endpoint.cert_file or (endpoint.verify and endpoint.ca_file)):
+        return endpoint.verify
+    files = TlsFiles(endpoint.ca_file or "", endpoint.cert_file or "", endpoint.key_file or "")
+    return await client_tls_context(files, verify=endpoint.verify)
 
 
 def raise_for_status(status: int, body: bytes, source: str) -> None:

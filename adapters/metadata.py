@@ -159,6 +159,8 @@ class TriggerMetadata(BaseModel):
         if errors:
             raise ValueError(errors[0])
         return values
+    path_keys: ClassVar[tuple[str, ...]] = ()
+    """Keys holding a path in the scaler's filesystem: a trigger may give them only inside `trigger_file_dirs`."""
 
     def embedded_addresses(self) -> list[tuple[str, str]]:
         """(metadata key, URL) of addresses inside other values that the adapter will connect to, such as

@@ -70,6 +70,7 @@ class PrometheusMetadata(TriggerMetadata):
     # Not `namespace`, `customHeaders`, `queryParameters`, TLS or auth keys: with a named connection they would
     # send its token to another tenant, or without verification.
     object_keys = ("query", "ignoreNullValues", "aggregation", "timeout")
+    path_keys = ("caFile", "certFile", "keyFile")
 
     server_address: str = Field(description="Prometheus base URL, e.g. http://prometheus.monitoring:9090")
     query: str = Field(min_length=1, description="PromQL query; must return one series unless `aggregation` is set")

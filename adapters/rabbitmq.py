@@ -52,6 +52,7 @@ class RabbitMQMetadata(TriggerMetadata):
         "excludeUnacknowledged",
         "timeout",
     )
+    path_keys = ("caFile", "certFile", "keyFile")
 
     host: str = Field(
         description="amqp://, amqps://, http:// or https:// URL of the broker (the management API for http), "

@@ -29,6 +29,7 @@ from .api import (
     SourceUnauthenticated,
     SourceUnavailable,
 )
+from .files import TlsFiles, client_tls_context
 
 log = logging.getLogger(__name__)
 
@@ -69,16 +70,10 @@ class AmqpTarget:
             path="/" + self.vhost.replace("/", "%2F"),
         )
 
-    def ssl_context(self) -> ssl.SSLContext | None:
+    async def ssl_context(self) -> ssl.SSLContext | None:
         if not self.tls:
             return None
-        context = ssl.create_default_context(cafile=self.ca_file or None)
-        if not self.verify:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        if self.cert_file:
-            context.load_cert_chain(self.cert_file, self.key_file or None)
-        return context
+        return await client_tls_context(TlsFiles(self.ca_file, self.cert_file, self.key_file), verify=self.verify)
 
 
 class AmqpClient:
@@ -201,8 +196,8 @@ class AmqpClients:
         # Leave a little of the reading's timeout so a slow dial reports UNAVAILABLE, not DEADLINE_EXCEEDED.
         timeout = max(0.1, self._connect_timeout.get(target, 5.0) * 0.9)
         where = target.endpoint
+        context = await target.ssl_context()  # outside the try: a file problem is not a TLS failure of the broker
         try:
-            context = target.ssl_context()
             async with asyncio.timeout(timeout):
                 connection = await aiormq.connect(
                     target.url(),

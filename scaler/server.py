@@ -58,6 +58,7 @@ class ScalerServer:
             max_metadata_bytes=settings.max_metadata_bytes,
             cache_bytes=settings.metadata_cache_bytes,
             ambient_namespaces=settings.ambient_credentials_namespaces,
+            file_dirs=settings.trigger_file_dirs,
         )
         self.shutdown = asyncio.Event()
         self.ready = False

@@ -123,6 +123,11 @@ class Settings(BaseSettings):
     egress_resolve_timeout: float = Field(
         2.0, gt=0, description="Seconds the egress check may spend resolving a host name (UNAVAILABLE after)"
     )
+    trigger_file_dirs: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Directories whose files trigger metadata may name (`caFile`, `credentialsFile`, ...), "
+        "comma-separated. Empty: triggers may name no file; named connections may (docs/SECURITY.md)",
+    )
     config: str = Field("", description="Path of an optional YAML file with any of these settings (SCALER_CONFIG)")
     connections: dict[str, Connection] = Field(
         default_factory=dict, description="Named connections (YAML file or JSON in SCALER_CONNECTIONS)"
@@ -133,7 +138,7 @@ class Settings(BaseSettings):
     def _upper(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
 
-    @field_validator("egress_allow", "ambient_credentials_namespaces", mode="before")
+    @field_validator("egress_allow", "ambient_credentials_namespaces", "trigger_file_dirs", mode="before")
     @classmethod
     def _split_list(cls, value: Any) -> Any:
         # Flags and env vars give one string: a JSON list or comma-separated entries.
@@ -154,6 +159,14 @@ class Settings(BaseSettings):
 
         for entry in value:
             parse_rule(entry)
+        return value
+
+    @field_validator("trigger_file_dirs")
+    @classmethod
+    def _check_dirs(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            if not entry.startswith("/") or ".." in entry.split("/"):
+                raise ValueError(f"'{entry[:100]}' must be an absolute path without '..'")
         return value
 
     @model_validator(mode="after")

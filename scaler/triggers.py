@@ -10,7 +10,7 @@ import hashlib
 import logging
 import re
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Collection, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -27,6 +27,7 @@ from adapters.api import (
     parse_metadata,
     resolve_from_env,
 )
+from adapters.files import allowed_dirs, resolve_within
 
 from .egress import Checked, EgressPolicy, parse_destination
 from .settings import Connection
@@ -112,8 +113,10 @@ class TriggerParser:
         max_metadata_bytes: int = 64 * 1024,
         cache_bytes: int = 64 * 1024 * 1024,
         ambient_namespaces: Collection[str] | None = None,
+        file_dirs: Sequence[str] = (),
     ) -> None:
         self.egress = egress or EgressPolicy()
+        self.file_dirs = allowed_dirs(file_dirs)
         self.registry = registry
         self.connections = connections
         self.default_timeout = default_timeout
@@ -188,6 +191,7 @@ class TriggerParser:
         connection_name = values.get("connection", "").strip()
         if connection_name:
             values, fixed = self._apply_connection(connection_name, adapter, values)
+        values = self._confine_paths(adapter.metadata_model, values, fixed)
         # Addresses the trigger itself gives (not its named connection's) go through the egress policy.
         inline = [key for key in adapter.metadata_model.address_keys if key in values and key not in fixed]
         self.egress.check_inline(adapter_name, inline)
@@ -231,6 +235,29 @@ class TriggerParser:
             egress=self.egress,
             destinations=destinations,
         )
+
+    def _confine_paths(
+        self, model: type[TriggerMetadata], values: dict[str, str], fixed: frozenset[str]
+    ) -> dict[str, str]:
+        """Paths the trigger gives itself must lie in `trigger_file_dirs` (a connection's are the operator's).
+
+        The refusal is the same whether or not the file exists; allowed paths come back normalised, so
+        spellings of one file share one pooled client.
+        """
+        confined = dict(values)
+        for key in model.path_keys:
+            path = values.get(key, "").strip()
+            if not path or key in fixed:
+                continue
+            resolved = resolve_within(path, self.file_dirs)
+            if resolved is None:
+                where = "outside the directories the operator allows" if self.file_dirs else "not allowed here"
+                raise SourcePermissionDenied(
+                    f"metadata key '{key}': files named in trigger metadata are {where} "
+                    "(trigger_file_dirs); use a named connection"
+                )
+            confined[key] = resolved
+        return confined
 
     def _apply_connection(
         self, name: str, adapter: Adapter[Any], values: dict[str, str]

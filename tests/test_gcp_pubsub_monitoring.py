@@ -346,7 +346,7 @@ def test_a_refused_token_exchange_from_a_credentials_file_is_unauthenticated(
             }
         )
     )
-    process = start_scaler(env=google_isolated_env())
+    process = start_scaler(env=google_isolated_env(), trigger_file_dirs=str(tmp_path))
     metadata = {
         "adapter": "gcp-pubsub",
         "source": "monitoring",

@@ -31,6 +31,14 @@ def tls_prometheus(pki: Pki) -> Iterator[PrometheusServer]:
     exporter.close()
 
 
+@pytest.fixture(scope="module")
+def scaler(pki: Pki) -> Iterator[ScalerProcess]:
+    """The module's scaler, letting triggers name the test PKI's files (trigger_file_dirs)."""
+    process = ScalerProcess(["--cache-ttl", "0.2", "--error-cache-ttl", "0.2", "--trigger-file-dirs", str(pki.root)])
+    yield process
+    process.stop()
+
+
 def meta(server: PrometheusServer, **extra: str) -> dict[str, str]:
     return {"adapter": "prometheus", "serverAddress": _https(server), "query": "vector(9)", "threshold": "1", **extra}
 
@@ -83,6 +91,6 @@ def test_cert_without_key_is_invalid_argument(
     scaler: ScalerProcess, tls_prometheus: PrometheusServer, pki: Pki
 ) -> None:
     with pytest.raises(grpc.RpcError) as err:
-        scaler.spec(meta(tls_prometheus, certFile="/tmp/only-cert.pem"))
+        scaler.spec(meta(tls_prometheus, certFile=str(pki.root / "only-cert.pem")))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "certFile" in err.value.details()

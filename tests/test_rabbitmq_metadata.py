@@ -5,6 +5,8 @@ GetMetricSpec needs no broker (kedacore/keda#8056), so none of these tests does 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import grpc
 import pytest
 
@@ -16,6 +18,14 @@ HTTP = "http://guest:guest@rabbitmq.example:15672/"
 
 def meta(**extra: str) -> dict[str, str]:
     return {"scalerAddress": "scaler.keda:9090", "adapter": "rabbitmq", "host": AMQP, "queueName": "orders", **extra}
+
+
+@pytest.fixture(scope="module")
+def scaler() -> Iterator[ScalerProcess]:
+    """The module's scaler; triggers may name files under /tls (none exist: these checks never read them)."""
+    process = ScalerProcess(["--trigger-file-dirs", "/tls"])
+    yield process
+    process.stop()
 
 
 def invalid(scaler: ScalerProcess, metadata: dict[str, str]) -> str:

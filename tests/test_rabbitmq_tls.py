@@ -76,6 +76,16 @@ def tls_broker() -> Iterator[TlsBroker]:
         node.stop()
 
 
+@pytest.fixture(scope="module")
+def scaler(tls_broker: TlsBroker) -> Iterator[ScalerProcess]:
+    """The module's scaler, letting triggers name the broker's certificate files (trigger_file_dirs)."""
+    process = ScalerProcess(
+        ["--cache-ttl", "0.2", "--error-cache-ttl", "0.2", "--trigger-file-dirs", str(tls_broker.certs)]
+    )
+    yield process
+    process.stop()
+
+
 def meta(tls: TlsBroker, **extra: str) -> dict[str, str]:
     return {"adapter": "rabbitmq", "host": tls.host(), "queueName": tls.queue, "mode": "QueueLength", "value": "2",
             **extra}  # fmt: skip

@@ -57,6 +57,7 @@ class RedisConnectionMetadata(TriggerMetadata):
     """The keys that say which Redis to read and how to log in."""
 
     address_keys = ("address",)
+    path_keys = ("caFile",)
 
     address: str = Field(description="Redis `host:port`, e.g. redis.default.svc:6379")
     database_index: int = Field(0, ge=0, description="Database number (SELECT)")

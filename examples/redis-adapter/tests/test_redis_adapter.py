@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -193,7 +194,7 @@ def test_enable_tls_reads_over_tls_and_verifies_the_certificate(redis_tls: Redis
     key = redis_tls.unique_key("tls")
     with redis_tls.client() as client:
         client.rpush(key, "a", "b", "c", "d")
-    scaler = RunningScaler(["--source-timeout", "3"])
+    scaler = RunningScaler(["--source-timeout", "3", "--trigger-file-dirs", os.path.dirname(redis_tls.ca_file)])
     try:
         trusted = list_trigger(redis_tls, key, enableTLS="true", caFile=redis_tls.ca_file)
         assert scaler.value(trusted) == 4
