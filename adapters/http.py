@@ -161,7 +161,8 @@ class HttpClients:
         raise_for_status(status, body, source)
         try:
             return json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):  # RecursionError: "[[[[..." bodies
+        # RecursionError: "[[[[..." bodies; ValueError: also an integer longer than Python's 4,300 digits.
+        except (ValueError, RecursionError):
             raise SourceUnavailable(f"{source} answered HTTP {status} with a body that is not JSON") from None
 
 

@@ -352,5 +352,5 @@ def _sample_value(sample: Any) -> float:
         raise SourceUnavailable("Prometheus returned a malformed sample")
     try:
         return float(sample[1])
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: a JSON integer of hundreds of digits
         raise SourceUnavailable("Prometheus returned a sample that is not a number") from None
