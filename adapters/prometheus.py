@@ -258,8 +258,8 @@ class PrometheusAdapter(Adapter[PrometheusMetadata]):
 # An instant query's answer is one sample per series: a trigger needs one series, or a few with
 # `aggregation`. 1 MiB holds ~3,000 series with a dozen labels each. Parsing is on the event loop (a thread
 # would not help: json.loads holds the GIL), so the cap is what bounds the stall: 16 MiB of small series
-# held the loop for 1-4 s and took 220 MB more, 1 MiB of them at most ~90 ms and 14 MB (bench/bounded_work.py,
-# loaded 2-core machine). The series cap bounds the work after parsing and names the problem.
+# held the loop for 2-4 s and took 220 MB more, 1 MiB of them a tenth of that stall or less and 14 MB
+# (bench/bounded_work.py, loaded 2-core machine). The series cap bounds the work after parsing.
 MAX_ANSWER_BYTES = 1024 * 1024
 MAX_SERIES = 10_000
 
