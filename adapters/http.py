@@ -37,10 +37,10 @@ if TYPE_CHECKING:
 
 _MAX_ERROR_BODY = 300
 _MAX_CONNECTIONS = 8
-# A source answering with an endless or huge body must not take the scaler's memory with it. The largest
-# legitimate answer is a RabbitMQ management page (pageSize <= 500 queues, a few KiB each).
+# A source answering with an endless or huge body must not take the scaler's memory with it, nor the event
+# loop: json.loads holds the loop (and the GIL) for the whole body. The default is the ceiling; adapters
+# pass a lower `max_bytes` where answers are known to be small (a Prometheus instant query: 1 MiB).
 MAX_RESPONSE_BYTES = 16 * 1024 * 1024
-_LIMIT = f"{MAX_RESPONSE_BYTES // (1024 * 1024)} MiB limit"
 _USER_AGENT = "keda-queue-scaler"
 
 
@@ -111,8 +111,12 @@ class HttpClients:
         auth: tuple[str, str] | None = None,
         method: str = "GET",
         data: Mapping[str, str] | None = None,
+        max_bytes: int = MAX_RESPONSE_BYTES,
     ) -> Any:
-        """GET (or POST a form) and decode JSON. `source` names the thing in error messages, without secrets."""
+        """GET (or POST a form) and decode JSON. `source` names the thing in error messages, without secrets.
+
+        A body longer than `max_bytes` is refused (SourceUnavailable naming the limit) before it is parsed.
+        """
         import aiohttp
 
         session = await self.pool.get(endpoint)
@@ -130,7 +134,7 @@ class HttpClients:
                 allow_redirects=False,
             ) as response:
                 status = response.status
-                body = await _read_limited(response, source)
+                body = await _read_limited(response, source, max_bytes)
         except TimeoutError:  # aiohttp's own timeouts are TimeoutError subclasses too
             raise SourceTimeout(f"{source} did not answer within {timeout:g}s") from None
         except aiohttp.InvalidURL:
@@ -149,7 +153,8 @@ class HttpClients:
         raise_for_status(status, body, source)
         try:
             return json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):  # RecursionError: "[[[[..." bodies
+        # RecursionError: "[[[[..." bodies; ValueError: also an integer longer than Python's 4,300 digits.
+        except (ValueError, RecursionError):
             raise SourceUnavailable(f"{source} answered HTTP {status} with a body that is not JSON") from None
 
 
@@ -159,19 +164,28 @@ def basic_authorization(username: str, password: str) -> str:
     return f"Basic {token}"
 
 
-async def _read_limited(response: aiohttp.ClientResponse, source: str) -> bytes:
+async def _read_limited(response: aiohttp.ClientResponse, source: str, max_bytes: int) -> bytes:
+    limit = f"{describe_size(max_bytes)} limit"
     declared = response.content_length
-    if declared is not None and declared > MAX_RESPONSE_BYTES:
-        raise SourceUnavailable(f"{source} answered with {declared} bytes, more than the {_LIMIT}")
+    if declared is not None and declared > max_bytes:
+        raise SourceUnavailable(f"{source} answered with {declared} bytes, more than the {limit}")
     chunks: list[bytes] = []
     size = 0
     # StreamReader.read(n) returns what has arrived (up to n), so read until the end or past the limit.
-    while chunk := await response.content.read(MAX_RESPONSE_BYTES + 1 - size):
+    while chunk := await response.content.read(max_bytes + 1 - size):
         chunks.append(chunk)
         size += len(chunk)
-        if size > MAX_RESPONSE_BYTES:
-            raise SourceUnavailable(f"{source} answered with more than the {_LIMIT}")
+        if size > max_bytes:
+            raise SourceUnavailable(f"{source} answered with more than the {limit}")
     return b"".join(chunks)
+
+
+def describe_size(size: int) -> str:
+    """`16 MiB`, `512 KiB`, `100 bytes`: limits as people write them."""
+    for unit, scale in (("MiB", 1024 * 1024), ("KiB", 1024)):
+        if size >= scale and size % scale == 0:
+            return f"{size // scale} {unit}"
+    return f"{size} bytes"
 
 
 async def _tls_verification(endpoint: HttpEndpoint) -> ssl.SSLContext | bool:

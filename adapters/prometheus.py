@@ -315,6 +315,15 @@ class PrometheusAdapter(Adapter[PrometheusMetadata]):
         return reduce_result(data, metadata)
 
 
+# An instant query's answer is one sample per series: a trigger needs one series, or a few with
+# `aggregation`. 1 MiB holds ~3,000 series with a dozen labels each. Parsing is on the event loop (a thread
+# would not help: json.loads holds the GIL), so the cap is what bounds the stall: 16 MiB of small series
+# held the loop for 2-4 s and took 220 MB more, 1 MiB of them a tenth of that stall or less and 14 MB
+# (bench/bounded_work.py, loaded 2-core machine). The series cap bounds the work after parsing.
+MAX_ANSWER_BYTES = 1024 * 1024
+MAX_SERIES = 10_000
+
+
 async def instant_query(
     http: HttpClients,
     base_url: str,
@@ -325,16 +334,25 @@ async def instant_query(
     endpoint: HttpEndpoint,
     timeout: float,
     source: str,
+    max_bytes: int = MAX_ANSWER_BYTES,
 ) -> Any:
     """GET `<base_url>/api/v1/query` and return Prometheus' `data` object.
 
     The one PromQL client of the project: any Prometheus-compatible API (Prometheus, Thanos, Cloud
-    Monitoring's PromQL endpoint for the Pub/Sub adapter) is read through here.
+    Monitoring's PromQL endpoint for the Pub/Sub adapter) is read through here. An answer longer than
+    `max_bytes` is refused unparsed, with the limit in the message.
     """
     parts = urlsplit(base_url)
     url = urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/") + "/api/v1/query", "", ""))
     body = await http.get_json(
-        url, endpoint=endpoint, source=source, timeout=timeout, params=params, headers=headers, auth=auth
+        url,
+        endpoint=endpoint,
+        source=source,
+        timeout=timeout,
+        params=params,
+        headers=headers,
+        auth=auth,
+        max_bytes=max_bytes,
     )
     if not isinstance(body, dict) or body.get("status") != "success" or not isinstance(body.get("data"), dict):
         raise SourceUnavailable(f"{source} did not answer with a query result")
@@ -348,6 +366,12 @@ def sample_values(data: Any) -> list[float]:
     if kind == "scalar" and isinstance(result, list):
         return [_sample_value(result)]
     if kind == "vector" and isinstance(result, list):
+        if len(result) > MAX_SERIES:
+            raise InvalidMetadata(
+                "query",
+                f"returned {len(result)} series, more than the limit of {MAX_SERIES:,}; "
+                "aggregate in PromQL (e.g. sum(...)) so that it returns fewer",
+            )
         return [_sample_value(series.get("value")) for series in result if isinstance(series, dict)]
     raise InvalidMetadata("query", f"must return an instant vector or scalar, got a {kind or 'malformed'} result")
 
@@ -393,5 +417,5 @@ def _sample_value(sample: Any) -> float:
         raise SourceUnavailable("Prometheus returned a malformed sample")
     try:
         return float(sample[1])
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):  # OverflowError: a JSON integer of hundreds of digits
         raise SourceUnavailable("Prometheus returned a sample that is not a number") from None

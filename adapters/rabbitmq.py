@@ -8,6 +8,7 @@ activity rules of each mode are KEDA's (pkg/scalers/rabbitmq_scaler.go).
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Literal
 from urllib.parse import quote_plus, unquote, urlsplit
 
@@ -200,14 +201,16 @@ class RabbitMQAdapter(Adapter[RabbitMQMetadata]):
         return SourceKey(
             adapter=self.name,
             endpoint=metadata.endpoint,
-            object=f"{metadata.vhost}/{metadata.queue_name}",
+            object=metadata.queue_name,
+            scope=(metadata.vhost,),  # its own field: vhost `a/b` + queue `c` is not vhost `a` + queue `b/c`
             mode=metadata.measure_mode,
             identity=credentials_identity(user, password, metadata.cert_file, metadata.key_file),
             options=(
                 ("regex", str(metadata.use_regex)),
                 ("operation", metadata.operation if metadata.use_regex else ""),
                 ("excludeUnacknowledged", str(metadata.exclude_unacknowledged)),
-                ("tls", f"{not metadata.unsafe_ssl},{metadata.ca_file}"),
+                ("verify", str(not metadata.unsafe_ssl)),
+                ("caFile", metadata.ca_file),
             ),
         )
 
@@ -216,13 +219,10 @@ class RabbitMQAdapter(Adapter[RabbitMQMetadata]):
             return None
         # These modes' activity depends on activationValue, so it is its own reading.
         key = self.source_key(metadata)
-        return SourceKey(
-            key.adapter,
-            key.endpoint,
-            key.object,
-            f"{key.mode}/activity",
-            key.identity,
-            (*key.options, ("activationValue", repr(metadata.activation_target))),
+        return dataclasses.replace(
+            key,
+            mode=f"{key.mode}/activity",
+            options=(*key.options, ("activationValue", repr(metadata.activation_target))),
         )
 
     def metric_name_hint(self, metadata: RabbitMQMetadata) -> str:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from adapters.api import discover_adapter_classes
-from bench import activation, adapter_overhead, cluster_scale, grpc_throughput, source_queries, startup
+from bench import activation, adapter_overhead, bounded_work, cluster_scale, grpc_throughput, source_queries, startup
 from bench.common import ROOT, Row, not_run, standalone_prometheus
 from tests.fixtures.prometheus import PrometheusServer
 
@@ -178,4 +178,5 @@ BENCHMARKS: list[Benchmark] = [
         "rabbitmq_overhead",
         [("Adapter overhead: one RabbitMQ reading (AMQP) through the scaler vs direct aiormq", "<= 1.3x")],
     ),
+    Benchmark("bounded_work", bounded_work.rows),
 ]

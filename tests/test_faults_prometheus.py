@@ -167,7 +167,7 @@ def test_a_source_answering_a_huge_body_is_unavailable_and_not_buffered(
         with pytest.raises(grpc.RpcError) as err:
             scaler.metrics(metadata)
         assert err.value.code() == grpc.StatusCode.UNAVAILABLE, err.value.details()
-        assert "16 MiB limit" in err.value.details()
+        assert "1 MiB limit" in err.value.details()
     # The 64 MiB bodies were refused at the limit, not buffered whole; the scaler serves on.
     assert process.memory_info().rss - before < 40 * 1024 * 1024
     assert scaler.spec(metadata).metricSpecs[0].targetSizeFloat == 1

@@ -50,7 +50,8 @@ class RedisStreamsAdapter(RedisAdapter[RedisStreamsMetadata]):
         return SourceKey(
             adapter=self.name,
             endpoint=metadata.endpoint,
-            object=f"{metadata.stream}/{metadata.consumer_group}",
+            object=metadata.consumer_group,
+            scope=(metadata.stream,),  # its own field: stream `a/b` + group `c` is not stream `a` + group `b/c`
             mode=metadata.mode,
             identity=self.identity(metadata),
             options=metadata.tls_options,
