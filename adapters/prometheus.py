@@ -225,7 +225,9 @@ class PrometheusMetadata(TriggerMetadata):
     def secrets(self) -> list[str]:
         found = super().secrets()
         password = urlsplit(self.server_address).password
-        return [*found, unquote(password)] if password else found
+        # Header values are often credentials (X-API-Key, a tenant token): redacted like passwords.
+        headers = [value for _, value in parse_pairs("customHeaders", self.custom_headers)]
+        return [*found, *headers, unquote(password)] if password else [*found, *headers]
 
     def headers(self) -> dict[str, str]:
         headers = dict(parse_pairs("customHeaders", self.custom_headers))
