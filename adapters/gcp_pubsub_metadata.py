@@ -66,6 +66,7 @@ class PubSubMetadata(TriggerMetadata):
         "staleness",
     )
     path_keys = ("credentialsFile",)
+    env_path_keys = ("credentialsFromEnvFile",)
 
     subscription_name: str = Field(
         "",

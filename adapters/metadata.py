@@ -160,6 +160,9 @@ class TriggerMetadata(BaseModel):
             raise ValueError(errors[0])
         return values
     path_keys: ClassVar[tuple[str, ...]] = ()
+    env_path_keys: ClassVar[tuple[str, ...]] = ()
+    """Keys naming a variable of the scaler's environment that holds a path (`credentialsFromEnvFile`): the
+    path the variable holds is confined like a `path_keys` value."""
     """Keys holding a path in the scaler's filesystem: a trigger may give them only inside `trigger_file_dirs`."""
 
     def embedded_addresses(self) -> list[tuple[str, str]]:

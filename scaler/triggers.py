@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import os
 import re
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
@@ -257,6 +258,18 @@ class TriggerParser:
                     "(trigger_file_dirs); use a named connection"
                 )
             confined[key] = resolved
+        for key in model.env_path_keys:
+            # The variable is the operator's, but a tenant choosing it chooses among the operator's files (one
+            # may hold another team's key): the file it names must lie in trigger_file_dirs too. Unset or
+            # outside give the same answer, so a tenant cannot probe the scaler's environment.
+            variable = values.get(key, "").strip()
+            if not variable or key in fixed:
+                continue
+            if resolve_within(os.environ.get(variable, "").strip(), self.file_dirs) is None:
+                raise SourcePermissionDenied(
+                    f"metadata key '{key}': the file it names is not one trigger metadata may use "
+                    "(trigger_file_dirs); use a named connection"
+                )
         return confined
 
     def _apply_connection(

@@ -292,8 +292,9 @@ def test_loopback_endpoint_never_loads_google_credentials(
     assert all("authorization" not in headers for _, _, headers in recording_proxy.requests)
 
 
-# The second is too deeply nested for Python's JSON parser (RecursionError, not a decoding error).
-@pytest.mark.parametrize("secret", ["-----BEGIN PRIVATE KEY-----not-json", "[" * 100_000 + "not-json"])
+# The second is too deeply nested for Python's JSON parser (RecursionError, not a decoding error), and still
+# under the metadata size limit (max_metadata_bytes, 64 KiB).
+@pytest.mark.parametrize("secret", ["-----BEGIN PRIVATE KEY-----not-json", "[" * 60_000 + "not-json"])
 def test_inline_credentials_that_are_not_json_are_unauthenticated_without_echo(
     start_scaler: StartScaler, secret: str
 ) -> None:

@@ -291,5 +291,5 @@ def test_named_connection_supplies_host_and_credentials(start_scaler: StartScale
     assert scaler.value(trigger) == 6
     with pytest.raises(grpc.RpcError) as err:
         scaler.spec({**trigger, "host": rabbitmq.http_host()})
-    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
     assert "'host'" in err.value.details()

@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
 import grpc
@@ -237,3 +238,20 @@ def test_secrets_are_registered_only_for_valid_triggers() -> None:
     valid = {**invalid, "query": "up", "threshold": "1", "username": "u", "password": "is-valid-9f2c3b1a"}
     parser.parse(valid, "team-a")
     assert SECRETS.redact("is-valid-9f2c3b1a") == "***"
+
+
+def test_credentials_from_env_file_is_confined_like_a_path(start_scaler: StartScaler, tmp_path: Path) -> None:
+    # The operator's pod holds another team's key path in a variable: naming the variable must not lend it.
+    other_team_key = tmp_path / "team-a-key.json"
+    other_team_key.write_text("{}")
+    scaler = start_scaler(env=google_isolated_env(TEAM_A_KEY=str(other_team_key)))
+    trigger = {
+        "adapter": "gcp-pubsub",
+        "subscriptionName": "projects/my-project/subscriptions/orders",
+        "credentialsFromEnvFile": "TEAM_A_KEY",
+    }
+    refused = denied(lambda: scaler.spec(trigger, namespace="team-b"))
+    unset = denied(lambda: scaler.spec({**trigger, "credentialsFromEnvFile": "NO_SUCH_VAR"}, namespace="team-b"))
+    assert "'credentialsFromEnvFile'" in refused and "trigger_file_dirs" in refused
+    assert str(other_team_key) not in refused
+    assert refused == unset, "set and unset variables must look the same to a tenant"

@@ -15,6 +15,8 @@ class RedisListMetadata(RedisConnectionMetadata):
 
     target_key = "listLength"
     activation_key = "activationListLength"
+    # What a trigger may add to a named connection: the list. Not the database (another tenant's data).
+    object_keys = ("listName",)
 
     list_name: str = Field(min_length=1, description="The list whose length is read (LLEN); a missing list reads 0")
     list_length: float = Field(5.0, description="Target list length per replica (HPA target); must be > 0")

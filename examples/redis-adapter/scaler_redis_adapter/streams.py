@@ -21,6 +21,8 @@ class RedisStreamsMetadata(RedisConnectionMetadata):
 
     target_key = "pendingEntriesCount"
     activation_key = "activationLagCount"
+    # What a trigger may add to a named connection: the stream, its group and the lag target.
+    object_keys = ("stream", "consumerGroup", "lagCount")
 
     stream: str = Field(min_length=1, description="The stream (key) to read")
     consumer_group: str = Field(min_length=1, description="The consumer group whose backlog is measured")
