@@ -22,6 +22,7 @@ from .metadata import TriggerMetadata, describe_fields, parse_duration, parse_me
 from .pool import ClientPool
 from .redaction import SECRETS, redact, strip_userinfo
 from .registry import ENTRY_POINT_GROUP, AdapterLoadError, AdapterRegistry, discover_adapter_classes
+from .resolve import Resolve, idna_host, system_resolve
 from .sources import SourceKey, credentials_identity
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "HttpClients",
     "HttpEndpoint",
     "InvalidMetadata",
+    "Resolve",
     "SourceKey",
     "SourceNotFound",
     "SourcePermissionDenied",
@@ -49,9 +51,11 @@ __all__ = [
     "credentials_identity",
     "describe_fields",
     "discover_adapter_classes",
+    "idna_host",
     "parse_duration",
     "parse_metadata",
     "redact",
     "resolve_from_env",
     "strip_userinfo",
+    "system_resolve",
 ]

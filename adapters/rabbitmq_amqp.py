@@ -14,20 +14,24 @@ import os
 import socket
 import ssl
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import aiormq
 import aiormq.exceptions as amqp_errors
+from aiormq.connection import TransportFactory
 from yarl import URL
 
 from .api import (
     AdapterError,
     ClientPool,
+    Resolve,
     SourceNotFound,
     SourcePermissionDenied,
     SourceUnauthenticated,
     SourceUnavailable,
+    idna_host,
+    system_resolve,
 )
 
 log = logging.getLogger(__name__)
@@ -51,6 +55,9 @@ class AmqpTarget:
     ca_file: str = ""
     cert_file: str = ""
     key_file: str = ""
+    # The approved addresses of `host` (set by AmqpClients from its resolve hook): the connection goes to
+    # one of them, never to a second lookup of the name. Part of the key: a new answer, a new connection.
+    addresses: tuple[str, ...] = ()
 
     @property
     def endpoint(self) -> str:
@@ -79,6 +86,31 @@ class AmqpTarget:
         if self.cert_file:
             context.load_cert_chain(self.cert_file, self.key_file or None)
         return context
+
+
+class PinnedTransport(TransportFactory):
+    """Opens the AMQP socket to the approved addresses, in order, while TLS still verifies and names `host`.
+
+    aiormq's own factories pass the URL's host to asyncio, which looks it up again (and with Python's
+    IDNA 2003 codec, another host for some international names): this one never resolves anything.
+    """
+
+    def __init__(self, target: AmqpTarget) -> None:
+        self.target = target
+
+    async def create(self, url: URL, **kwargs: Any) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        provider = kwargs.pop("ssl_context_provider", None)
+        context = await provider.get_context() if self.target.tls and provider is not None else None
+        server_hostname = idna_host(self.target.host) if context is not None else None
+        error: OSError | None = None
+        for address in self.target.addresses:
+            try:
+                return await asyncio.open_connection(
+                    host=address, port=self.target.port, ssl=context, server_hostname=server_hostname, **kwargs
+                )
+            except OSError as exc:
+                error = exc
+        raise amqp_errors.AMQPConnectionError(*(error.args if error else ("no approved address",)))
 
 
 class AmqpClient:
@@ -130,7 +162,8 @@ class _Backoff:
 class AmqpClients:
     """The process-wide AMQP connections of the RabbitMQ adapter."""
 
-    def __init__(self) -> None:
+    def __init__(self, resolve: Resolve = system_resolve) -> None:
+        self.resolve = resolve
         self.pool: ClientPool[AmqpTarget, AmqpClient] = ClientPool("amqp", self._dial, self._hang_up)
         self._backoff: dict[AmqpTarget, _Backoff] = {}
         self._connect_timeout: dict[AmqpTarget, float] = {}
@@ -138,6 +171,7 @@ class AmqpClients:
 
     async def message_count(self, target: AmqpTarget, queue: str, timeout: float) -> int:
         """Ready messages in `queue`, from a passive queue.declare on the shared connection."""
+        target = replace(target, addresses=await self.resolve(target.host, target.port))
         client = await self._client(target, timeout)
         try:
             channel = await client.channel()
@@ -207,6 +241,7 @@ class AmqpClients:
                 connection = await aiormq.connect(
                     target.url(),
                     context=context,
+                    transport_factory=PinnedTransport(target),
                     client_properties={"connection_name": self.connection_name},
                 )
         except TimeoutError:

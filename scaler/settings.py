@@ -103,6 +103,11 @@ class Settings(BaseSettings):
     egress_resolve_timeout: float = Field(
         2.0, gt=0, description="Seconds the egress check may spend resolving a host name (UNAVAILABLE after)"
     )
+    egress_nameservers: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="DNS servers (`ip[:port]`, comma-separated) that resolve every host the scaler connects to "
+        "instead of the system resolver (no hosts file, no search domains). Empty: the system resolver",
+    )
     config: str = Field("", description="Path of an optional YAML file with any of these settings (SCALER_CONFIG)")
     connections: dict[str, Connection] = Field(
         default_factory=dict, description="Named connections (YAML file or JSON in SCALER_CONNECTIONS)"
@@ -113,7 +118,7 @@ class Settings(BaseSettings):
     def _upper(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
 
-    @field_validator("egress_allow", mode="before")
+    @field_validator("egress_allow", "egress_nameservers", mode="before")
     @classmethod
     def _split_list(cls, value: Any) -> Any:
         # Flags and env vars give one string: a JSON list or comma-separated entries.
@@ -134,6 +139,15 @@ class Settings(BaseSettings):
 
         for entry in value:
             parse_rule(entry)
+        return value
+
+    @field_validator("egress_nameservers")
+    @classmethod
+    def _check_nameservers(cls, value: list[str]) -> list[str]:
+        from .nameservers import parse_nameserver
+
+        for entry in value:
+            parse_nameserver(entry)
         return value
 
     @model_validator(mode="after")
