@@ -17,11 +17,12 @@ from .api import (
     AdapterContext,
     ClientPool,
     SourceKey,
+    SourcePermissionDenied,
     credentials_identity,
 )
 from .gcp_pubsub_auth import CredentialsSource, GoogleCredentials
-from .gcp_pubsub_metadata import EMULATOR_ENV, PubSubMetadata
-from .gcp_pubsub_monitoring import MonitoringReader, is_google_endpoint
+from .gcp_pubsub_metadata import EMULATOR_ENV, PubSubMetadata, is_google_endpoint
+from .gcp_pubsub_monitoring import MonitoringReader
 from .gcp_pubsub_peek import (
     GOOGLE_PUBSUB,
     PeekResult,
@@ -104,6 +105,8 @@ class PubSubAdapter(Adapter[PubSubMetadata]):
             return self._reading(metadata, await self._peek(metadata, metadata.peek_limit))
         token = None
         if is_google_endpoint(metadata.monitoring_url):
+            if not metadata.monitoring_url.startswith("https://"):  # the model refuses it; never send a token in clear
+                raise SourcePermissionDenied("monitoringAddress: Google credentials are sent over https:// only")
             credentials = await self.credentials.get(_credentials_source(metadata))
             token = credentials.token
         self.monitoring.prune()

@@ -134,6 +134,9 @@ class PubSubMetadata(TriggerMetadata):
             raise ValueError("must be an http:// or https:// URL with a host")
         if parts.username or parts.password:
             raise ValueError("must not carry credentials (user:password@)")
+        if is_google_endpoint(value) and parts.scheme != "https":
+            # A Google host gets the Google bearer token (the scaler's own identity, with ADC): never in clear.
+            raise ValueError("must be an https:// URL when it names a Google host (*.googleapis.com)")
         return value
 
     @model_validator(mode="after")
@@ -208,6 +211,12 @@ class PubSubMetadata(TriggerMetadata):
     @property
     def staleness_seconds(self) -> float:
         return parse_duration(self.staleness)
+
+
+def is_google_endpoint(url: str) -> bool:
+    """Google credentials go to Google only: never to a proxy or test server given in monitoringAddress."""
+    host = (urlsplit(url).hostname or "").lower().rstrip(".")
+    return host == "googleapis.com" or host.endswith(".googleapis.com")
 
 
 def _credentials_document(text: str) -> dict[str, Any] | None:

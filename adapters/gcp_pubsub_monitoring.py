@@ -10,7 +10,6 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 from .api import HttpClients, HttpEndpoint, SourceNotFound
 from .gcp_pubsub_metadata import PubSubMetadata
@@ -68,12 +67,6 @@ def build_promql(metadata: PubSubMetadata) -> str:
         # Topic metrics come per region: the backlog is their sum, the age their maximum.
         query = f"{'sum' if metadata.mode == 'NumUndeliveredMessages' else 'max'}({query})"
     return query
-
-
-def is_google_endpoint(url: str) -> bool:
-    """Google credentials go to Google only: never to a proxy or test server given in monitoringAddress."""
-    host = (urlsplit(url).hostname or "").lower()
-    return host == "googleapis.com" or host.endswith(".googleapis.com")
 
 
 @dataclass

@@ -47,9 +47,22 @@ def idna_host(host: str) -> str:
         except (idna.IDNAError, UnicodeError):
             raise ValueError("is not a valid international host name (UTS-46)") from None
     text = text.lower()
-    if _HOST_NAME.fullmatch(text) or _is_ip_literal(text):
+    if _is_ip_literal(text):
+        return text
+    if _HOST_NAME.fullmatch(text) and all(_valid_label(label) for label in text.split(".")):
         return text
     raise ValueError("is not a valid host name or IP address")
+
+
+def _valid_label(label: str) -> bool:
+    # An A-label must decode (yarl sends ASCII hosts as they are, so `xn--` garbage would reach DNS as is).
+    if not label.startswith("xn--"):
+        return True
+    try:
+        idna.decode(label)
+    except (idna.IDNAError, UnicodeError):
+        return False
+    return True
 
 
 def _is_ip_literal(text: str) -> bool:

@@ -36,6 +36,13 @@ def prom(server_address: str, **extra: str) -> dict[str, str]:
         ("http://METADATA/", "metadata"),
         ("http://2852039166/", "2852039166"),  # 169.254.169.254 written as one number
         ("http://[::ffff:169.254.169.254]/", "::ffff:169.254.169.254"),
+        # Embedded IPv4: a NAT64 gateway, 6to4 relay or tunnel delivers these to 169.254.169.254.
+        ("http://[64:ff9b::a9fe:a9fe]/", "64:ff9b::a9fe:a9fe"),  # NAT64 well-known prefix
+        ("http://[64:ff9b:1:a9fe:a9:fe00::]/", "64:ff9b:1:a9fe:a9:fe00::"),  # NAT64 local-use /48
+        ("http://[2002:a9fe:a9fe::]/", "2002:a9fe:a9fe::"),  # 6to4
+        ("http://[::169.254.169.254]/", "::169.254.169.254"),  # IPv4-compatible
+        ("http://[2001:0:4136:e378:8000:63bf:5601:5601]/", "2001:0:4136:e378:8000:63bf:5601:5601"),  # Teredo
+        ("http://[fd00::5efe:a9fe:a9fe]/", "fd00::5efe:a9fe:a9fe"),  # ISATAP
     ],
 )
 def test_link_local_and_metadata_addresses_are_permission_denied_naming_the_host(
@@ -177,6 +184,19 @@ def test_a_bad_egress_allow_entry_stops_the_server_with_a_message_naming_it() ->
     assert result.returncode == 2
     assert "egress_allow" in result.stderr and "userinfo" in result.stderr
     assert "pw@" not in result.stderr
+
+
+def test_a_bad_egress_nameservers_entry_stops_the_server_with_a_message_naming_it() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "scaler", "serve", "--egress-nameservers", "10.0.0.10,dns.example:53"],
+        cwd=ROOT,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert "egress_nameservers" in result.stderr and "dns.example:53" in result.stderr
 
 
 # --- the policy's pure parts: rule syntax and literal forms of addresses ----------------------
