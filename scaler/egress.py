@@ -297,6 +297,7 @@ class EgressPolicy:
         self.resolve_timeout = resolve_timeout
         self.nameservers = Nameservers(nameservers, resolve_timeout) if nameservers else None
         self._resolved: dict[str, tuple[float, list[IPAddress] | None]] = {}
+        self._lookups: dict[str, asyncio.Future[list[IPAddress] | None]] = {}
 
     # Synchronous, at parse time: no I/O, so GetMetricSpec refuses a forbidden address at once.
 
@@ -421,6 +422,21 @@ class EgressPolicy:
         cached = self._resolved.get(host)
         if cached is not None and cached[0] > now:
             return cached[1]
+        # One lookup per host at a time: a thousand triggers on a new host wait for the same answer.
+        pending = self._lookups.get(host)
+        if pending is None:
+            pending = asyncio.ensure_future(self._resolve_now(host, port))
+            self._lookups[host] = pending
+            pending.add_done_callback(lambda done: self._lookup_done(host, done))
+        return await asyncio.shield(pending)
+
+    def _lookup_done(self, host: str, done: asyncio.Future[list[IPAddress] | None]) -> None:
+        self._lookups.pop(host, None)
+        if not done.cancelled():
+            done.exception()  # retrieved: every caller may have given up waiting
+
+    async def _resolve_now(self, host: str, port: int) -> list[IPAddress] | None:
+        now = time.monotonic()
         addresses: list[IPAddress] | None
         try:
             async with asyncio.timeout(self.resolve_timeout):

@@ -105,8 +105,9 @@ class Settings(BaseSettings):
     )
     egress_nameservers: Annotated[list[str], NoDecode] = Field(
         default_factory=list,
-        description="DNS servers (`ip[:port]`, comma-separated) that resolve every host the scaler connects to "
-        "instead of the system resolver (no hosts file, no search domains). Empty: the system resolver",
+        description="DNS servers (`ip[:port]`, comma-separated) that resolve the hosts of HTTP and AMQP sources "
+        "and the egress check instead of the system resolver (no hosts file, no search domains). "
+        "Empty: the system resolver",
     )
     config: str = Field("", description="Path of an optional YAML file with any of these settings (SCALER_CONFIG)")
     connections: dict[str, Connection] = Field(
