@@ -43,7 +43,7 @@ class PubSubAdapter(Adapter[PubSubMetadata]):
     def __init__(self, context: AdapterContext) -> None:
         super().__init__(context)
         self.credentials: ClientPool[CredentialsSource, GoogleCredentials] = ClientPool(
-            "credentials", GoogleCredentials.load, _forget_credentials
+            "credentials", self._load_credentials, _forget_credentials
         )
         self.clients: ClientPool[_ClientKey, PubSubClients] = ClientPool("grpc", self._create_clients, _close_clients)
         self.pools = [self.clients, self.credentials]
@@ -129,6 +129,10 @@ class PubSubAdapter(Adapter[PubSubMetadata]):
     @staticmethod
     def _reading(metadata: PubSubMetadata, result: PeekResult) -> float:
         return float(result.count) if metadata.mode == "NumUndeliveredMessages" else result.oldest_age
+
+    async def _load_credentials(self, source: CredentialsSource) -> GoogleCredentials:
+        # Token requests of inline keys go through the resolve hook: to the addresses the egress check approved.
+        return await GoogleCredentials.load(source, self.context.resolve)
 
     async def _create_clients(self, key: _ClientKey) -> PubSubClients:
         target, source = key

@@ -19,12 +19,13 @@ import pytest
 
 from tests.fixtures._util import QuietHandler, free_port
 from tests.fixtures.dns import ScriptedDns
+from tests.fixtures.pubsub import PROJECT, google_isolated_env, service_account_key
 from tests.fixtures.rabbitmq import RabbitBroker
 from tests.fixtures.scaler import StartScaler, denied, error_of
 
 
 class RecordingSource:
-    """A Prometheus query API on `host:port` answering `value`; records the path of every request."""
+    """A Prometheus query API (GET) and token endpoint (POST) on `host:port`; records every request's path."""
 
     def __init__(self, host: str, port: int, value: float) -> None:
         self.paths: list[str] = []
@@ -40,6 +41,11 @@ class RecordingSource:
             def do_GET(self) -> None:
                 paths.append(self.path)
                 self.reply(200, body)
+
+            def do_POST(self) -> None:  # an OAuth token endpoint refusing the grant, as Google does a revoked key
+                self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                paths.append(self.path)
+                self.reply(400, b'{"error": "invalid_grant", "error_description": "Invalid JWT Signature."}')
 
         self._server = ThreadingHTTPServer((host, port), Handler)
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
@@ -181,3 +187,22 @@ def test_amqp_connects_to_the_approved_address_with_the_name_kept(
     # The UTS-46 name, looked up once by the check; the IDNA 2003 spelling is never asked for.
     assert scaler.value(trigger("ß.test"), namespace="team-b") == 4
     assert scripted_dns.count("xn--zca.test") == 1 and "ss.test" not in scripted_dns.names()
+
+
+def test_the_token_request_of_an_inline_key_goes_to_the_approved_address(
+    start_scaler: StartScaler, scripted_dns: ScriptedDns, sources: tuple[int, RecordingSource, RecordingSource]
+) -> None:
+    port, near, far = sources
+    # google-auth posts the key's signed assertion to its token_uri, a host the ScaledObject chose.
+    scripted_dns.answer("token.test", ["127.0.0.1"], ["127.0.0.2"])
+    key, _ = service_account_key("key-pinned-1", f"http://token.test:{port}/token")
+    scaler = start_scaler(egress_nameservers=scripted_dns.address, env=google_isolated_env())
+    metadata = {
+        "adapter": "gcp-pubsub",
+        "source": "monitoring",
+        "subscriptionName": f"projects/{PROJECT}/subscriptions/pinned-sub",
+        "credentials": key,
+    }
+    error = error_of(lambda: scaler.metrics(metadata))
+    assert error.code() == grpc.StatusCode.UNAUTHENTICATED, error.details()
+    assert (near.paths, far.paths, scripted_dns.count("token.test")) == (["/token"], [], 1)
