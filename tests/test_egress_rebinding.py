@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from http.server import ThreadingHTTPServer
 
@@ -82,6 +83,29 @@ def test_rebinding_to_the_metadata_address_is_refused_and_the_victim_reads_on(
     assert "host 'rebind.test'" in details and "serverAddress" in details and "169.254.169.254" in details
     assert scaler.value(prom(f"http://127.0.0.1:{port}/", "vector(6)"), namespace="team-b") == 4
     assert len(near.paths) == 2  # the attacker's first reading and the victim's
+
+
+def test_a_lookup_that_never_answers_is_bounded_and_the_victim_reads_meanwhile(
+    start_scaler: StartScaler, scripted_dns: ScriptedDns, sources: tuple[int, RecordingSource, RecordingSource]
+) -> None:
+    port, near, _ = sources
+    scripted_dns.never_answer("silent.test")
+    scaler = start_scaler(egress_nameservers=scripted_dns.address, egress_resolve_timeout=4)
+    errors: list[grpc.RpcError] = []
+    attacker = threading.Thread(
+        target=lambda: errors.append(error_of(lambda: scaler.metrics(prom(f"http://silent.test:{port}/")))),
+    )
+    attacker.start()
+    while scripted_dns.count("silent.test") == 0:
+        time.sleep(0.05)
+    started = time.monotonic()
+    assert scaler.value(prom(f"http://127.0.0.1:{port}/"), namespace="team-b") == 4
+    assert time.monotonic() - started < 2 and attacker.is_alive()  # answered while the lookup hangs
+    attacker.join(30)
+    [error] = errors
+    assert error.code() == grpc.StatusCode.UNAVAILABLE, error.details()
+    assert "host 'silent.test'" in str(error.details()) and "within 4s" in str(error.details())
+    assert len(near.paths) == 1
 
 
 def test_the_connection_goes_to_the_approved_address_not_to_a_second_answer(
