@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .api import AdapterError, Resolve, SourceUnauthenticated, SourceUnavailable
+from .gcp_pubsub_metadata import inline_token_uri
 
 SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
 
@@ -61,7 +62,7 @@ class GoogleCredentials:
         approved. Files and ADC are the operator's and keep google-auth's own transport (a GCE metadata
         server, say).
         """
-        token_uri = _token_uri(self.source.info)
+        token_uri = inline_token_uri(self.source.info)
         if self.resolve is None or not token_uri:
             return None
         parts = urlsplit(token_uri)
@@ -129,18 +130,6 @@ def _load(source: CredentialsSource) -> Any:
             f"cannot load Google credentials from {source.describe()}: {type(exc).__name__}"
         ) from None
     return credentials
-
-
-def _token_uri(info: str) -> str:
-    """The token_uri of inline credentials JSON, as the egress check read it (gcp_pubsub_metadata.py)."""
-    if not info:
-        return ""
-    try:
-        document = json.loads(info)
-    except (ValueError, RecursionError):
-        return ""
-    uri = document.get("token_uri") if isinstance(document, dict) else None
-    return uri if isinstance(uri, str) else ""
 
 
 def _first_line(exc: Exception) -> str:

@@ -170,9 +170,8 @@ class PubSubMetadata(TriggerMetadata):
 
     def embedded_addresses(self) -> list[tuple[str, str]]:
         # google-auth posts the signed assertion to the key's token_uri: a ScaledObject chooses that address.
-        document = _credentials_document(self.credentials.get_secret_value())
-        token_uri = document.get("token_uri") if document is not None else None
-        return [("credentials", token_uri)] if isinstance(token_uri, str) and token_uri else []
+        token_uri = inline_token_uri(self.credentials.get_secret_value())
+        return [("credentials", token_uri)] if token_uri else []
 
     @property
     def is_topic(self) -> bool:
@@ -217,6 +216,13 @@ def is_google_endpoint(url: str) -> bool:
     """Google credentials go to Google only: never to a proxy or test server given in monitoringAddress."""
     host = (urlsplit(url).hostname or "").lower().rstrip(".")
     return host == "googleapis.com" or host.endswith(".googleapis.com")
+
+
+def inline_token_uri(text: str) -> str:
+    """The token_uri of inline credentials JSON ("" when there is none): checked here, pinned at refresh."""
+    document = _credentials_document(text)
+    token_uri = document.get("token_uri") if document is not None else None
+    return token_uri if isinstance(token_uri, str) else ""
 
 
 def _credentials_document(text: str) -> dict[str, Any] | None:
