@@ -31,6 +31,7 @@ from .metadata import (
 from .pool import ClientPool
 from .redaction import SECRETS, redact, strip_userinfo
 from .registry import ENTRY_POINT_GROUP, AdapterLoadError, AdapterRegistry, discover_adapter_classes
+from .resolve import Resolve, idna_host, system_resolve
 from .sources import SourceKey, credentials_identity
 
 __all__ = [
@@ -47,6 +48,7 @@ __all__ = [
     "HttpClients",
     "HttpEndpoint",
     "InvalidMetadata",
+    "Resolve",
     "SourceKey",
     "SourceNotFound",
     "SourcePermissionDenied",
@@ -60,10 +62,12 @@ __all__ = [
     "credentials_identity",
     "describe_fields",
     "discover_adapter_classes",
+    "idna_host",
     "normalize_string",
     "parse_duration",
     "parse_metadata",
     "redact",
     "resolve_from_env",
     "strip_userinfo",
+    "system_resolve",
 ]

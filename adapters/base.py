@@ -9,6 +9,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 from .http import HttpClients
 from .metadata import TriggerMetadata
 from .pool import ClientPool
+from .resolve import Resolve, system_resolve
 from .sources import SourceKey
 
 API_VERSION = 1
@@ -23,6 +24,9 @@ class AdapterContext:
 
     http: HttpClients = field(default_factory=HttpClients)
     default_timeout: float = 5.0
+    # The addresses a client may connect to for a host (the engine's egress hook): non-HTTP clients use
+    # it as HttpClients does, so every connection goes to an address the egress policy approved.
+    resolve: Resolve = system_resolve
 
 
 class Adapter(ABC, Generic[M]):

@@ -18,12 +18,13 @@ from .api import (
     ClientPool,
     InvalidMetadata,
     SourceKey,
+    SourcePermissionDenied,
     credentials_identity,
     normalize_string,
 )
 from .gcp_pubsub_auth import CredentialsSource, GoogleCredentials
-from .gcp_pubsub_metadata import EMULATOR_ENV, UNRESOLVED_PROJECT, PubSubMetadata
-from .gcp_pubsub_monitoring import MonitoringReader, is_google_endpoint
+from .gcp_pubsub_metadata import EMULATOR_ENV, UNRESOLVED_PROJECT, PubSubMetadata, is_google_endpoint
+from .gcp_pubsub_monitoring import MonitoringReader
 from .gcp_pubsub_peek import (
     GOOGLE_PUBSUB,
     PeekResult,
@@ -45,7 +46,7 @@ class PubSubAdapter(Adapter[PubSubMetadata]):
     def __init__(self, context: AdapterContext) -> None:
         super().__init__(context)
         self.credentials: ClientPool[CredentialsSource, GoogleCredentials] = ClientPool(
-            "credentials", GoogleCredentials.load, _forget_credentials
+            "credentials", self._load_credentials, _forget_credentials
         )
         self.clients: ClientPool[_ClientKey, PubSubClients] = ClientPool("grpc", self._create_clients, _close_clients)
         self.pools = [self.clients, self.credentials]
@@ -114,6 +115,8 @@ class PubSubAdapter(Adapter[PubSubMetadata]):
             return self._reading(metadata, await self._peek(metadata, metadata.peek_limit))
         source = _credentials_source(metadata)
         google = is_google_endpoint(metadata.monitoring_url)
+        if google and not metadata.monitoring_url.startswith("https://"):  # the model refuses it; never in clear
+            raise SourcePermissionDenied("monitoringAddress: Google credentials are sent over https:// only")
         credentials = None
         # Credentials are loaded for Google's endpoint, or to find a short name's project in a key file;
         # ADC's own project is the ambient project, found without loading anything.
@@ -147,6 +150,10 @@ class PubSubAdapter(Adapter[PubSubMetadata]):
     @staticmethod
     def _reading(metadata: PubSubMetadata, result: PeekResult) -> float:
         return float(result.count) if metadata.mode == "NumUndeliveredMessages" else result.oldest_age
+
+    async def _load_credentials(self, source: CredentialsSource) -> GoogleCredentials:
+        # Token requests of inline keys go through the resolve hook: to the addresses the egress check approved.
+        return await GoogleCredentials.load(source, self.context.resolve)
 
     async def _create_clients(self, key: _ClientKey) -> PubSubClients:
         target, source = key

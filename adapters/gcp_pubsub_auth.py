@@ -11,9 +11,11 @@ import asyncio
 import json
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
-from .api import AdapterError, SourceUnauthenticated, SourceUnavailable
+from .api import AdapterError, Resolve, SourceUnauthenticated, SourceUnavailable
 from .files import MAX_CREDENTIALS_BYTES, read_file
+from .gcp_pubsub_metadata import inline_token_uri
 
 SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
 
@@ -37,30 +39,51 @@ class CredentialsSource:
 class GoogleCredentials:
     """One google-auth credentials object and its token, refreshed on a thread when it expires."""
 
-    def __init__(self, source: CredentialsSource, credentials: Any) -> None:
+    def __init__(self, source: CredentialsSource, credentials: Any, resolve: Resolve | None = None) -> None:
         self.source = source
         self.credentials = credentials
+        self.resolve = resolve
         self._lock = asyncio.Lock()
 
     @classmethod
-    async def load(cls, source: CredentialsSource) -> GoogleCredentials:
+    async def load(cls, source: CredentialsSource, resolve: Resolve | None = None) -> GoogleCredentials:
         # The file is read on the file executor (regular files only, capped); google-auth only parses it.
         document = await read_file("credentialsFile", source.file, MAX_CREDENTIALS_BYTES) if source.file else None
-        return cls(source, await asyncio.to_thread(_load, source, document))
+        return cls(source, await asyncio.to_thread(_load, source, document), resolve)
 
     async def token(self) -> str:
         # One refresh at a time per identity; callers arriving meanwhile reuse its token.
         async with self._lock:
             if not self.credentials.valid:
-                await asyncio.to_thread(self._refresh)
+                pinned = await self._token_addresses()
+                await asyncio.to_thread(self._refresh, pinned)
             return str(self.credentials.token)
 
-    def _refresh(self) -> None:
+    async def _token_addresses(self) -> tuple[str, tuple[str, ...]] | None:
+        """An inline key's token host and the addresses the resolve hook approves for it (None: not inline).
+
+        The key's token_uri is a ScaledObject's choice: the token request goes where the egress check
+        approved. Files and ADC are the operator's and keep google-auth's own transport (a GCE metadata
+        server, say).
+        """
+        token_uri = inline_token_uri(self.source.info)
+        if self.resolve is None or not token_uri:
+            return None
+        parts = urlsplit(token_uri)
+        if not parts.hostname:
+            return None
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        return parts.hostname, await self.resolve(parts.hostname, port)
+
+    def _refresh(self, pinned: tuple[str, tuple[str, ...]] | None) -> None:
         import google.auth.exceptions  # deferred: google-auth is slow to import, and only Google endpoints need it
         import google.auth.transport.requests
 
+        from .gcp_pubsub_token import PinnedTokenRequest
+
+        request = google.auth.transport.requests.Request() if pinned is None else PinnedTokenRequest(*pinned)
         try:
-            self.credentials.refresh(google.auth.transport.requests.Request())
+            self.credentials.refresh(request)
         except google.auth.exceptions.RefreshError as exc:
             raise SourceUnauthenticated(
                 f"Google refused to issue a token for {self.source.describe()}: {_first_line(exc)}"

@@ -185,6 +185,9 @@ class PubSubMetadata(TriggerMetadata):
             raise ValueError("must be an http:// or https:// URL with a host")
         if parts.username or parts.password:
             raise ValueError("must not carry credentials (user:password@)")
+        if is_google_endpoint(value) and parts.scheme != "https":
+            # A Google host gets the Google bearer token (the scaler's own identity, with ADC): never in clear.
+            raise ValueError("must be an https:// URL when it names a Google host (*.googleapis.com)")
         return value
 
     @model_validator(mode="after")
@@ -229,9 +232,8 @@ class PubSubMetadata(TriggerMetadata):
 
     def embedded_addresses(self) -> list[tuple[str, str]]:
         # google-auth posts the signed assertion to the key's token_uri: a ScaledObject chooses that address.
-        document = _credentials_document(self.credentials.get_secret_value())
-        token_uri = document.get("token_uri") if document is not None else None
-        return [("credentials", token_uri)] if isinstance(token_uri, str) and token_uri else []
+        token_uri = inline_token_uri(self.credentials.get_secret_value())
+        return [("credentials", token_uri)] if token_uri else []
 
     @property
     def is_topic(self) -> bool:
@@ -309,6 +311,19 @@ def _credentials_project(credentials: SecretStr) -> str:
     document = _credentials_document(credentials.get_secret_value())
     project = document.get("project_id") if document is not None else None
     return project if isinstance(project, str) else ""
+
+
+def is_google_endpoint(url: str) -> bool:
+    """Google credentials go to Google only: never to a proxy or test server given in monitoringAddress."""
+    host = (urlsplit(url).hostname or "").lower().rstrip(".")
+    return host == "googleapis.com" or host.endswith(".googleapis.com")
+
+
+def inline_token_uri(text: str) -> str:
+    """The token_uri of inline credentials JSON ("" when there is none): checked here, pinned at refresh."""
+    document = _credentials_document(text)
+    token_uri = document.get("token_uri") if document is not None else None
+    return token_uri if isinstance(token_uri, str) else ""
 
 
 def _credentials_document(text: str) -> dict[str, Any] | None:

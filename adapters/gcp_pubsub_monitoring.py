@@ -10,7 +10,6 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 from .api import HttpClients, HttpEndpoint, InvalidMetadata, SourceNotFound
 from .gcp_pubsub_metadata import PubSubMetadata, percentile
@@ -82,12 +81,6 @@ def _distribution_promql(metadata: PubSubMetadata, metric: str, matchers: str, w
         return f"sum(increase({metric}_{aggregation}{matchers}{window}))"
     nn = 50 if aggregation == "median" else percentile(aggregation)
     return f"histogram_quantile({(nn or 0) / 100:g}, sum by (le) (increase({metric}_bucket{matchers}{window})))"
-
-
-def is_google_endpoint(url: str) -> bool:
-    """Google credentials go to Google only: never to a proxy or test server given in monitoringAddress."""
-    host = (urlsplit(url).hostname or "").lower()
-    return host == "googleapis.com" or host.endswith(".googleapis.com")
 
 
 @dataclass

@@ -29,6 +29,7 @@ from .errors import (
 from .files import TlsFiles, client_tls_context
 from .pool import ClientPool
 from .redaction import strip_userinfo
+from .resolve import Resolve, system_resolve
 
 if TYPE_CHECKING:
     # Imported where first used, not at start: importing aiohttp loads the system's CA store (~0.1-0.25 s
@@ -72,19 +73,50 @@ class HttpEndpoint:
         return cls(f"{parts.scheme}://{host}{port}", verify, ca_file, cert_file, key_file)
 
 
+# A pooled client is keyed by its endpoint and the addresses it may connect to: a client never connects
+# anywhere else, and a host whose approved answer changes gets a client of its own.
+_PinnedEndpoint = tuple[HttpEndpoint, tuple[str, ...]]
+
+
 class HttpClients:
-    """The process-wide pool of HTTP clients, shared by all adapters."""
+    """The process-wide pool of HTTP clients, shared by all adapters.
 
-    def __init__(self) -> None:
-        self.pool: ClientPool[HttpEndpoint, aiohttp.ClientSession] = ClientPool("http", self._create, self._close)
+    `resolve` (the engine's egress hook) gives the addresses of a request's host; the request goes to
+    those addresses only (see adapters/resolve.py).
+    """
 
-    async def _create(self, endpoint: HttpEndpoint) -> aiohttp.ClientSession:
+    def __init__(self, resolve: Resolve = system_resolve) -> None:
+        self.resolve = resolve
+        self.pool: ClientPool[_PinnedEndpoint, aiohttp.ClientSession] = ClientPool("http", self._create, self._close)
+
+    async def _session(self, url: str, endpoint: HttpEndpoint) -> aiohttp.ClientSession:
+        from yarl import URL  # what aiohttp itself parses the request URL with, so the same host
+
+        try:
+            parsed = URL(url)
+        except (TypeError, ValueError):
+            parsed = URL()
+        host, port = parsed.raw_host, parsed.port
+        if not host or port is None:
+            raise SourceRejectedQuery(f"the request to {endpoint.origin} cannot be sent: its URL is not valid")
+        return await self.pool.get((endpoint, await self.resolve(host, port)))
+
+    async def _create(self, key: _PinnedEndpoint) -> aiohttp.ClientSession:
         import aiohttp
 
+        from .http_resolver import PinnedResolver
+
+        endpoint, addresses = key
         verify = await _tls_verification(endpoint)
         # Few connections, all kept alive: requests beyond them wait in the connector's queue. Reopening
         # TCP (and TLS) connections after every burst showed in profiles at 10,000 ScaledObjects.
-        connector = aiohttp.TCPConnector(ssl=verify, limit=_MAX_CONNECTIONS, keepalive_timeout=60)
+        connector = aiohttp.TCPConnector(
+            ssl=verify,
+            limit=_MAX_CONNECTIONS,
+            keepalive_timeout=60,
+            resolver=PinnedResolver(urlsplit(endpoint.origin).hostname or "", addresses),
+            use_dns_cache=False,  # nothing to cache: the resolver answers from its approved addresses
+        )
         return aiohttp.ClientSession(
             connector=connector,
             # Environment proxies would send in-cluster traffic to a corporate proxy: opt-in only.
@@ -119,7 +151,7 @@ class HttpClients:
         """
         import aiohttp
 
-        session = await self.pool.get(endpoint)
+        session = await self._session(url, endpoint)
         request_headers = dict(headers or {})
         if auth is not None:
             request_headers["Authorization"] = basic_authorization(*auth)

@@ -159,6 +159,7 @@ class TriggerMetadata(BaseModel):
         if errors:
             raise ValueError(errors[0])
         return values
+
     path_keys: ClassVar[tuple[str, ...]] = ()
     env_path_keys: ClassVar[tuple[str, ...]] = ()
     """Keys naming a variable of the scaler's environment that holds a path (`credentialsFromEnvFile`): the

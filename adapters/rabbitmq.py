@@ -188,7 +188,7 @@ class RabbitMQAdapter(Adapter[RabbitMQMetadata]):
 
     def __init__(self, context: AdapterContext) -> None:
         super().__init__(context)
-        self.amqp = AmqpClients()
+        self.amqp = AmqpClients(context.resolve)
         self.pools.append(self.amqp.pool)
 
     async def close_idle(self, max_idle: float) -> int:

@@ -14,20 +14,24 @@ import os
 import socket
 import ssl
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import aiormq
 import aiormq.exceptions as amqp_errors
+from aiormq.connection import TransportFactory
 from yarl import URL
 
 from .api import (
     AdapterError,
     ClientPool,
+    Resolve,
     SourceNotFound,
     SourcePermissionDenied,
     SourceUnauthenticated,
     SourceUnavailable,
+    idna_host,
+    system_resolve,
 )
 from .files import TlsFiles, client_tls_context
 
@@ -52,6 +56,9 @@ class AmqpTarget:
     ca_file: str = ""
     cert_file: str = ""
     key_file: str = ""
+    # The approved addresses of `host` (set by AmqpClients from its resolve hook): the connection goes to
+    # one of them, never to a second lookup of the name. Part of the key: a new answer, a new connection.
+    addresses: tuple[str, ...] = ()
 
     @property
     def endpoint(self) -> str:
@@ -74,6 +81,31 @@ class AmqpTarget:
         if not self.tls:
             return None
         return await client_tls_context(TlsFiles(self.ca_file, self.cert_file, self.key_file), verify=self.verify)
+
+
+class PinnedTransport(TransportFactory):
+    """Opens the AMQP socket to the approved addresses, in order, while TLS still verifies and names `host`.
+
+    aiormq's own factories pass the URL's host to asyncio, which looks it up again (and with Python's
+    IDNA 2003 codec, another host for some international names): this one never resolves anything.
+    """
+
+    def __init__(self, target: AmqpTarget) -> None:
+        self.target = target
+
+    async def create(self, url: URL, **kwargs: Any) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        provider = kwargs.pop("ssl_context_provider", None)
+        context = await provider.get_context() if self.target.tls and provider is not None else None
+        server_hostname = idna_host(self.target.host) if context is not None else None
+        error: OSError | None = None
+        for address in self.target.addresses:
+            try:
+                return await asyncio.open_connection(
+                    host=address, port=self.target.port, ssl=context, server_hostname=server_hostname, **kwargs
+                )
+            except OSError as exc:
+                error = exc
+        raise amqp_errors.AMQPConnectionError(*(error.args if error else ("no approved address",)))
 
 
 class AmqpClient:
@@ -125,7 +157,8 @@ class _Backoff:
 class AmqpClients:
     """The process-wide AMQP connections of the RabbitMQ adapter."""
 
-    def __init__(self) -> None:
+    def __init__(self, resolve: Resolve = system_resolve) -> None:
+        self.resolve = resolve
         self.pool: ClientPool[AmqpTarget, AmqpClient] = ClientPool("amqp", self._dial, self._hang_up)
         self._backoff: dict[AmqpTarget, _Backoff] = {}
         self._connect_timeout: dict[AmqpTarget, float] = {}
@@ -133,6 +166,7 @@ class AmqpClients:
 
     async def message_count(self, target: AmqpTarget, queue: str, timeout: float) -> int:
         """Ready messages in `queue`, from a passive queue.declare on the shared connection."""
+        target = replace(target, addresses=await self.resolve(target.host, target.port))
         client = await self._client(target, timeout)
         try:
             channel = await client.channel()
@@ -202,6 +236,7 @@ class AmqpClients:
                 connection = await aiormq.connect(
                     target.url(),
                     context=context,
+                    transport_factory=PinnedTransport(target),
                     client_properties={"connection_name": self.connection_name},
                 )
         except TimeoutError:

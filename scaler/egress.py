@@ -9,10 +9,16 @@ declares in `address_keys` is checked here before any connection is made:
 - Link-local addresses (169.254.0.0/16, fe80::/10, which hold cloud metadata servers such as
   169.254.169.254) and metadata host names are refused unless an entry names them specifically
   (a host entry equal to the name, or a CIDR inside the link-local range; `0.0.0.0/0` does not count).
-- Host names are resolved (off the event loop, with a timeout, cached briefly): a name that resolves to a
-  link-local address is refused, and a name that matches no host or URL entry is allowed only if all its
-  addresses fall in allowed CIDRs. DNS can change between this check and the connection; see
-  docs/SECURITY.md (NetworkPolicy is the hard boundary, this is the early, explained refusal).
+- Embedded forms of a refused IPv4 address are refused like it: IPv4-mapped and IPv4-compatible IPv6,
+  NAT64 (64:ff9b::/96, 64:ff9b:1::/48), 6to4 (2002::/16), Teredo and ISATAP.
+- One host, checked once, connected to as checked. Hosts are normalised as the clients send them
+  (UTS-46, as yarl/aiohttp do; adapters/resolve.py); a host that does not normalise is refused. Right
+  before a reading, each host is resolved once (off the event loop, bounded, cached for at most the
+  answer's TTL), the policy is applied to that answer, and the approved addresses are pinned for the
+  reading: the clients' resolve hook (`connect_addresses`) returns them, and the clients connect to
+  them without a second lookup. A DNS answer that changes after the check (rebinding) is never used.
+- URL paths are normalised (unreserved percent-escapes decoded) before URL-prefix rules compare them, and
+  dot segments (`..`, `.`, `%2e%2e`, `..%2f`, double-encoded, ...) are refused outright.
 - `allow_inline_addresses: false` refuses every address given by a trigger: only named connections
   (addresses from the operator's config file) remain usable. Named connections are not checked.
 """
@@ -24,12 +30,17 @@ import ipaddress
 import re
 import socket
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Literal
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
-from adapters.api import InvalidMetadata, SourcePermissionDenied, SourceUnavailable
+from adapters.api import InvalidMetadata, SourcePermissionDenied, SourceUnavailable, idna_host
+from adapters.resolve import getaddrinfo_addresses
+
+from .nameservers import Nameservers
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -42,9 +53,13 @@ LINK_LOCAL: tuple[IPNetwork, ...] = (
 METADATA_HOSTS = frozenset({"metadata", "metadata.google.internal", "metadata.goog", "instance-data"})
 _DEFAULT_PORTS = {"http": 80, "https": 443, "amqp": 5672, "amqps": 5671}
 _NUMERIC_V4 = re.compile(r"[0-9a-fA-FxX.]+")
-_RESOLVE_CACHE_SECONDS = 30.0
+_RESOLVE_CACHE_SECONDS = 30.0  # the longest an approved answer is reused (less when its TTL is shorter)
 _FAILED_RESOLVE_CACHE_SECONDS = 5.0  # a DNS hiccup should not refuse a source for long
 _RESOLVE_CACHE_SIZE = 4096
+# RFC 3986 unreserved characters: their percent-escapes mean the character itself, so they are decoded
+# before prefix rules compare paths (`/tenant-%61/` is `/tenant-a/`).
+_UNRESERVED_ESCAPE = re.compile(r"%(2[dDeE]|5[fF]|7[eE]|[46][1-9a-fA-F]|[57][0-9aA]|3[0-9])")
+_PERCENT_DECODE_ROUNDS = 3  # a server that decodes more often than this is not one to trust anyway
 
 
 # --- rules -------------------------------------------------------------------------------------
@@ -103,18 +118,21 @@ def parse_rule(entry: str) -> Rule:
         if not parts.hostname or parts.username or parts.password:
             raise ValueError(f"egress_allow entry {entry!r} must be scheme://host[:port][/path], without userinfo")
         scheme = parts.scheme.lower()
-        return UrlRule(
-            scheme, _normal_host(parts.hostname), port or _DEFAULT_PORTS.get(scheme), parts.path.rstrip("/") + "/"
-        )
+        try:
+            host, path = _normal_host(parts.hostname), normal_path(parts.path)
+        except ValueError as exc:
+            raise ValueError(f"egress_allow entry {entry!r} {exc}") from None
+        return UrlRule(scheme, host, port or _DEFAULT_PORTS.get(scheme), path.rstrip("/") + "/")
     try:
         return NetworkRule(ipaddress.ip_network(text, strict=False))
     except ValueError:
         pass
-    host = _normal_host(text)
-    label = host.removeprefix("*.")
-    if not label or not re.fullmatch(r"[a-z0-9_]([a-z0-9_.-]*[a-z0-9_])?", label) or "*" in label:
-        raise ValueError(f"egress_allow entry {entry!r} is not a host name, IP, CIDR or URL prefix")
-    return HostRule(host)
+    wildcard = text.startswith("*.")
+    try:
+        host = _normal_host(text.removeprefix("*."))
+    except ValueError:
+        raise ValueError(f"egress_allow entry {entry!r} is not a host name, IP, CIDR or URL prefix") from None
+    return HostRule(f"*.{host}" if wildcard else host)
 
 
 # --- destinations ------------------------------------------------------------------------------
@@ -146,8 +164,38 @@ def parse_destination(key: str, value: str) -> Destination:
         raise InvalidMetadata(key, "is not a valid address (expected a URL or host[:port])") from None
     if not parts.hostname:
         raise InvalidMetadata(key, "has no host name")
-    host = _normal_host(parts.hostname)
-    return Destination(key, parts.scheme.lower(), host, port, parts.path or "/", literal_ip(host))
+    try:
+        host = _normal_host(parts.hostname)
+    except ValueError as exc:
+        raise InvalidMetadata(key, f"host '{parts.hostname[:100]}' {exc}") from None
+    try:
+        path = normal_path(parts.path or "/")
+    except ValueError as exc:
+        raise InvalidMetadata(key, f"URL path {exc}") from None
+    return Destination(key, parts.scheme.lower(), host, port, path, literal_ip(host))
+
+
+def normal_path(path: str) -> str:
+    """The path with unreserved percent-escapes decoded; ValueError when it has a dot segment in any encoding.
+
+    Servers and proxies resolve `..` (and many decode `%2e%2e`, `%2f`, or decode twice) before routing, so
+    `/tenant-a/../tenant-b` would pass a `/tenant-a/` prefix rule and be served from `/tenant-b`. No source
+    URL needs a dot segment: refusing them leaves the prefix comparison one meaning.
+    """
+    decoded = path
+    for _ in range(_PERCENT_DECODE_ROUNDS):
+        segments = re.split(r"[/\\]", decoded)
+        if any(segment in (".", "..") for segment in segments):
+            raise ValueError("has a dot segment ('.' or '..', percent-encoded or not); give the path without it")
+        # Not-UTF-8 escapes stay as they are: no dot or slash hides in them.
+        once = unquote(decoded, errors="surrogateescape")
+        if once == decoded:
+            break
+        decoded = once
+    else:
+        if "%" in decoded:
+            raise ValueError("is percent-encoded more than 3 times over")
+    return _UNRESERVED_ESCAPE.sub(lambda match: chr(int(match[1], 16)), path)
 
 
 def literal_ip(host: str) -> IPAddress | None:
@@ -172,12 +220,54 @@ def _unmapped(ip: IPAddress) -> IPAddress:
 
 
 def _normal_host(host: str) -> str:
-    return host.strip().strip("[]").lower().rstrip(".")
+    # The clients' own normalisation (UTS-46 like yarl), so the check and the connection see one host.
+    return idna_host(host)
+
+
+_NAT64_WELL_KNOWN = ipaddress.ip_network("64:ff9b::/96")
+_NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")
+_IPV4_COMPATIBLE = ipaddress.ip_network("::/96")
+
+
+def embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 address carries and that a gateway or tunnel may deliver to.
+
+    IPv4-mapped and -compatible, NAT64 (RFC 6052: the well-known /96, and every prefix length in the
+    local-use /48, since the operator picks one), 6to4, Teredo (server and client) and ISATAP.
+    """
+    value = int(ip)
+    found: list[ipaddress.IPv4Address] = []
+    if ip.ipv4_mapped is not None:
+        found.append(ip.ipv4_mapped)
+    if ip in _IPV4_COMPATIBLE and value > 1:  # :: and ::1 are not IPv4-compatible addresses
+        found.append(ipaddress.IPv4Address(value & 0xFFFFFFFF))
+    if ip in _NAT64_WELL_KNOWN:
+        found.append(ipaddress.IPv4Address(value & 0xFFFFFFFF))
+    if ip in _NAT64_LOCAL:
+        found.extend(_rfc6052_candidates(ip.packed))
+    if ip.sixtofour is not None:
+        found.append(ip.sixtofour)
+    if ip.teredo is not None:
+        found.extend(ip.teredo)
+    if (value >> 32) & 0xFDFFFFFF == 0x00005EFE:  # ISATAP interface id: [02]00:5efe:a.b.c.d
+        found.append(ipaddress.IPv4Address(value & 0xFFFFFFFF))
+    return found
+
+
+def _rfc6052_candidates(packed: bytes) -> list[ipaddress.IPv4Address]:
+    # RFC 6052 section 2.2: the IPv4 bytes follow the prefix (/48, /56, /64 here), skipping byte 8 (the
+    # "u" octet), or fill the last 4 bytes (/96).
+    usable = packed[:8] + packed[9:]
+    return [ipaddress.IPv4Address(usable[start : start + 4]) for start in (6, 7, 8)] + [
+        ipaddress.IPv4Address(packed[12:16])
+    ]
 
 
 def is_forbidden_ip(ip: IPAddress) -> bool:
-    ip = _unmapped(ip)
-    return any(ip.version == net.version and ip in net for net in LINK_LOCAL)
+    candidates: list[IPAddress] = [ip]
+    if isinstance(ip, ipaddress.IPv6Address):
+        candidates += embedded_ipv4(ip)
+    return any(c.version == net.version and c in net for c in candidates for net in LINK_LOCAL)
 
 
 # --- the policy --------------------------------------------------------------------------------
@@ -200,11 +290,14 @@ class EgressPolicy:
         *,
         allow_inline: bool = True,
         resolve_timeout: float = 2.0,
+        nameservers: Sequence[str] = (),
     ) -> None:
         self.rules = [parse_rule(entry) for entry in allow]
         self.allow_inline = allow_inline
         self.resolve_timeout = resolve_timeout
+        self.nameservers = Nameservers(nameservers, resolve_timeout) if nameservers else None
         self._resolved: dict[str, tuple[float, list[IPAddress] | None]] = {}
+        self._lookups: dict[str, asyncio.Future[list[IPAddress] | None]] = {}
 
     # Synchronous, at parse time: no I/O, so GetMetricSpec refuses a forbidden address at once.
 
@@ -258,21 +351,55 @@ class EgressPolicy:
                 return True
         return False
 
-    # Asynchronous, right before the adapter connects: DNS, off the event loop and bounded.
+    # Asynchronous, right before the adapter connects: DNS once, off the event loop and bounded; the
+    # answer is checked and pinned, and the clients connect to exactly what was checked.
 
-    async def confirm(self, checked: Sequence[Checked]) -> None:
+    async def approve(self, checked: Sequence[Checked]) -> dict[str, tuple[str, ...]]:
+        """Each destination's host -> the addresses its connection may go to (resolved once, policy applied)."""
+        approved: dict[str, tuple[str, ...]] = {}
         for item in checked:
+            dest = item.destination
+            if dest.ip is not None:
+                approved[dest.host] = (str(dest.ip),)
+                continue
+            addresses = await self._resolve(dest.host, dest.effective_port or 0)
+            if addresses is None:
+                raise SourceUnavailable(f"cannot resolve {dest}")
             if item.pending != "none":
-                await self._confirm_one(item)
+                self.check_addresses(item, addresses)
+            approved[dest.host] = tuple(str(ip) for ip in addresses)
+        return approved
 
-    async def _confirm_one(self, item: Checked) -> None:
-        dest = item.destination
-        addresses = await self._resolve(dest)
+    @contextmanager
+    def pinned(self, approved: Mapping[str, tuple[str, ...]]) -> Iterator[None]:
+        """For the reading running inside: its clients get `approved` from `connect_addresses`."""
+        token = _APPROVED.set(approved)
+        try:
+            yield
+        finally:
+            _APPROVED.reset(token)
+
+    async def connect_addresses(self, host: str, port: int) -> tuple[str, ...]:
+        """The clients' resolve hook (adapters/resolve.py): where a connection to `host` may go.
+
+        A host the running reading's trigger gave gets what `approve` pinned for it. Any other host is
+        not a tenant's (a named connection's address, or a service the adapter itself names): it is
+        resolved by the same resolver, unchecked, so the client still never looks it up on its own.
+        """
+        try:
+            name = _normal_host(host)
+        except ValueError:
+            raise SourceUnavailable(f"host '{host[:100]}' is not a valid host name") from None
+        approved = _APPROVED.get().get(name)
+        if approved is not None:
+            return approved
+        ip = literal_ip(name)
+        if ip is not None:
+            return (str(ip),)
+        addresses = await self._resolve(name, port)
         if addresses is None:
-            if item.pending == "allow_list":
-                raise SourceUnavailable(f"cannot resolve {dest} to check it against egress_allow")
-            return  # nothing to check; the adapter's own connection attempt reports the DNS failure
-        self.check_addresses(item, addresses)
+            raise SourceUnavailable(f"cannot resolve host '{name}'")
+        return tuple(str(ip) for ip in addresses)
 
     def check_addresses(self, item: Checked, addresses: Sequence[IPAddress]) -> None:
         dest = item.destination
@@ -289,28 +416,49 @@ class EgressPolicy:
                     f"egress policy refuses {dest}: it resolves to {outside[0]}, which is not in egress_allow"
                 )
 
-    async def _resolve(self, dest: Destination) -> list[IPAddress] | None:
+    async def _resolve(self, host: str, port: int) -> list[IPAddress] | None:
+        """The host's addresses (None: it does not resolve), cached for at most the answer's TTL."""
         now = time.monotonic()
-        cached = self._resolved.get(dest.host)
+        cached = self._resolved.get(host)
         if cached is not None and cached[0] > now:
             return cached[1]
+        # One lookup per host at a time: a thousand triggers on a new host wait for the same answer.
+        pending = self._lookups.get(host)
+        if pending is None:
+            pending = asyncio.ensure_future(self._resolve_now(host, port))
+            self._lookups[host] = pending
+            pending.add_done_callback(lambda done: self._lookup_done(host, done))
+        return await asyncio.shield(pending)
+
+    def _lookup_done(self, host: str, done: asyncio.Future[list[IPAddress] | None]) -> None:
+        self._lookups.pop(host, None)
+        if not done.cancelled():
+            done.exception()  # retrieved: every caller may have given up waiting
+
+    async def _resolve_now(self, host: str, port: int) -> list[IPAddress] | None:
+        now = time.monotonic()
+        addresses: list[IPAddress] | None
         try:
             async with asyncio.timeout(self.resolve_timeout):
-                addresses: list[IPAddress] | None = await system_resolver(dest.host, dest.effective_port or 0)
+                addresses, ttl = await self._lookup(host, port)
         except TimeoutError:
             raise SourceUnavailable(
-                f"egress policy could not resolve {dest} within {self.resolve_timeout:g}s"
+                f"egress policy could not resolve host '{host}' within {self.resolve_timeout:g}s"
             ) from None
         except OSError:
-            addresses = None
+            addresses, ttl = None, _FAILED_RESOLVE_CACHE_SECONDS
         if len(self._resolved) >= _RESOLVE_CACHE_SIZE:
             self._resolved.pop(next(iter(self._resolved)))
-        ttl = _RESOLVE_CACHE_SECONDS if addresses is not None else _FAILED_RESOLVE_CACHE_SECONDS
-        self._resolved[dest.host] = (now + ttl, addresses)
+        if ttl > 0:
+            self._resolved[host] = (now + ttl, addresses)
         return addresses
 
+    async def _lookup(self, host: str, port: int) -> tuple[list[IPAddress], float]:
+        if self.nameservers is None:
+            found = await getaddrinfo_addresses(host, port)
+            return [_unmapped(ipaddress.ip_address(ip)) for ip in found], _RESOLVE_CACHE_SECONDS
+        addresses, ttl = await self.nameservers.lookup(host)
+        return [_unmapped(ip) for ip in addresses], min(ttl, _RESOLVE_CACHE_SECONDS)
 
-async def system_resolver(host: str, port: int) -> list[IPAddress]:
-    """getaddrinfo() on the loop's executor: the event loop never waits for DNS."""
-    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    return [_unmapped(ipaddress.ip_address(str(info[4][0]).split("%", 1)[0])) for info in infos]
+
+_APPROVED: ContextVar[Mapping[str, tuple[str, ...]]] = ContextVar("egress_approved", default={})  # noqa: B039

@@ -39,16 +39,22 @@ class ScalerServer:
     def __init__(self, settings: Settings, registry: AdapterRegistry | None = None) -> None:
         self.settings = settings
         self.metrics = ScalerMetrics(settings.series_ttl)
-        self.registry = registry or AdapterRegistry(
-            AdapterContext(http=HttpClients(), default_timeout=settings.source_timeout)
-        )
-        self.cache = MeasurementCache(settings.cache_ttl, settings.error_cache_ttl, self.metrics)
-        self.hub = PushHub(self.cache, settings.push_interval, self.metrics)
         egress = EgressPolicy(
             settings.egress_allow,
             allow_inline=settings.allow_inline_addresses,
             resolve_timeout=settings.egress_resolve_timeout,
+            nameservers=settings.egress_nameservers,
         )
+        # Every client resolves through the egress policy's hook: connections go to approved addresses only.
+        self.registry = registry or AdapterRegistry(
+            AdapterContext(
+                http=HttpClients(egress.connect_addresses),
+                default_timeout=settings.source_timeout,
+                resolve=egress.connect_addresses,
+            )
+        )
+        self.cache = MeasurementCache(settings.cache_ttl, settings.error_cache_ttl, self.metrics)
+        self.hub = PushHub(self.cache, settings.push_interval, self.metrics)
         self.parser = TriggerParser(
             self.registry,
             settings.resolved_connections(),

@@ -128,6 +128,12 @@ class Settings(BaseSettings):
         description="Directories whose files trigger metadata may name (`caFile`, `credentialsFile`, ...), "
         "comma-separated. Empty: triggers may name no file; named connections may (docs/SECURITY.md)",
     )
+    egress_nameservers: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="DNS servers (`ip[:port]`, comma-separated) that resolve the hosts of HTTP and AMQP sources "
+        "and the egress check instead of the system resolver (no hosts file, no search domains). "
+        "Empty: the system resolver",
+    )
     config: str = Field("", description="Path of an optional YAML file with any of these settings (SCALER_CONFIG)")
     connections: dict[str, Connection] = Field(
         default_factory=dict, description="Named connections (YAML file or JSON in SCALER_CONNECTIONS)"
@@ -138,7 +144,9 @@ class Settings(BaseSettings):
     def _upper(cls, value: Any) -> Any:
         return value.upper() if isinstance(value, str) else value
 
-    @field_validator("egress_allow", "ambient_credentials_namespaces", "trigger_file_dirs", mode="before")
+    @field_validator(
+        "egress_allow", "ambient_credentials_namespaces", "trigger_file_dirs", "egress_nameservers", mode="before"
+    )
     @classmethod
     def _split_list(cls, value: Any) -> Any:
         # Flags and env vars give one string: a JSON list or comma-separated entries.
@@ -167,6 +175,15 @@ class Settings(BaseSettings):
         for entry in value:
             if not entry.startswith("/") or ".." in entry.split("/"):
                 raise ValueError(f"'{entry[:100]}' must be an absolute path without '..'")
+        return value
+
+    @field_validator("egress_nameservers")
+    @classmethod
+    def _check_nameservers(cls, value: list[str]) -> list[str]:
+        from .nameservers import parse_nameserver
+
+        for entry in value:
+            parse_nameserver(entry)
         return value
 
     @model_validator(mode="after")

@@ -74,10 +74,12 @@ class Trigger:
         metadata, egress, destinations = self.metadata, self.egress, self.destinations
 
         async def measure() -> float:
-            # DNS-dependent egress checks run here, inside the cached/coalesced query, right before connecting.
-            if egress is not None and destinations:
-                await egress.confirm(destinations)
-            return await read(metadata)
+            if egress is None or not destinations:
+                return await read(metadata)
+            # Inside the cached/coalesced query, right before connecting: each host is resolved once, the
+            # answer checked, and the reading's clients connect to those approved addresses only.
+            with egress.pinned(await egress.approve(destinations)):
+                return await read(metadata)
 
         return measure
 

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 import grpc
 import pytest
 
-from scaler.egress import EgressPolicy, parse_destination, parse_rule
+from scaler.egress import EgressPolicy, HostRule, is_forbidden_ip, normal_path, parse_destination, parse_rule
 from tests.fixtures._util import free_port
 from tests.fixtures.prometheus import PrometheusServer
 from tests.fixtures.scaler import ROOT, ScalerProcess, StartScaler, denied, ref
@@ -36,6 +36,13 @@ def prom(server_address: str, **extra: str) -> dict[str, str]:
         ("http://METADATA/", "metadata"),
         ("http://2852039166/", "2852039166"),  # 169.254.169.254 written as one number
         ("http://[::ffff:169.254.169.254]/", "::ffff:169.254.169.254"),
+        # Embedded IPv4: a NAT64 gateway, 6to4 relay or tunnel delivers these to 169.254.169.254.
+        ("http://[64:ff9b::a9fe:a9fe]/", "64:ff9b::a9fe:a9fe"),  # NAT64 well-known prefix
+        ("http://[64:ff9b:1:a9fe:a9:fe00::]/", "64:ff9b:1:a9fe:a9:fe00::"),  # NAT64 local-use /48
+        ("http://[2002:a9fe:a9fe::]/", "2002:a9fe:a9fe::"),  # 6to4
+        ("http://[::169.254.169.254]/", "::169.254.169.254"),  # IPv4-compatible
+        ("http://[2001:0:4136:e378:8000:63bf:5601:5601]/", "2001:0:4136:e378:8000:63bf:5601:5601"),  # Teredo
+        ("http://[fd00::5efe:a9fe:a9fe]/", "fd00::5efe:a9fe:a9fe"),  # ISATAP
     ],
 )
 def test_link_local_and_metadata_addresses_are_permission_denied_naming_the_host(
@@ -179,6 +186,19 @@ def test_a_bad_egress_allow_entry_stops_the_server_with_a_message_naming_it() ->
     assert "pw@" not in result.stderr
 
 
+def test_a_bad_egress_nameservers_entry_stops_the_server_with_a_message_naming_it() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "scaler", "serve", "--egress-nameservers", "10.0.0.10,dns.example:53"],
+        cwd=ROOT,
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 2
+    assert "egress_nameservers" in result.stderr and "dns.example:53" in result.stderr
+
+
 # --- the policy's pure parts: rule syntax and literal forms of addresses ----------------------
 
 
@@ -220,3 +240,40 @@ def test_a_name_resolving_to_link_local_is_refused() -> None:
     policy.check_addresses(checked, [ipaddress.ip_address("10.1.2.3")])
     with pytest.raises(Exception, match=r"resolves to the link-local address 169\.254\.169\.254"):
         policy.check_addresses(checked, [ipaddress.ip_address("10.1.2.3"), ipaddress.ip_address("169.254.169.254")])
+
+
+@pytest.mark.parametrize(
+    ("address", "forbidden"),
+    [
+        ("64:ff9b::a9fe:a9fe", True),  # NAT64, well-known prefix
+        ("64:ff9b:1:a9fe:a9:fe00::", True),  # NAT64 local-use, /48 embedding (skips the "u" octet)
+        ("64:ff9b:1::a9fe:a9fe", True),  # NAT64 local-use, /96 embedding
+        ("2002:a9fe:a9fe::1", True),  # 6to4
+        ("::a9fe:a9fe", True),  # IPv4-compatible
+        ("2001:0:4136:e378:8000:63bf:5601:5601", True),  # Teredo client (stored inverted)
+        ("fd00::200:5efe:a9fe:a9fe", True),  # ISATAP
+        ("64:ff9b::a00:1", False),  # NAT64 of 10.0.0.1: an ordinary address
+        ("2002:a00:1::1", False),
+        ("::1", False),
+        ("2001:db8::a9fe:a9fe", False),  # the same low bits without an embedding prefix
+    ],
+)
+def test_embedded_ipv4_forms_of_link_local_addresses_are_forbidden(address: str, forbidden: bool) -> None:
+    assert is_forbidden_ip(ipaddress.ip_address(address)) is forbidden
+
+
+@pytest.mark.parametrize(
+    ("path", "normal"),
+    [("/tenant-%61/api", "/tenant-a/api"), ("/a%2Fb", "/a%2Fb"), ("/%7Euser/", "/~user/"), ("/", "/")],
+)
+def test_url_paths_are_normalised_for_prefix_rules(path: str, normal: str) -> None:
+    assert normal_path(path) == normal
+
+
+def test_international_hosts_are_normalised_as_yarl_does() -> None:
+    from yarl import URL
+
+    for host in ("ß.example", "BÜCHER.example", "faß.de", "ΣΑΣ.gr"):
+        assert parse_destination("k", f"http://{host}/").host == URL(f"http://{host}/").raw_host
+    rule = parse_rule("bücher.example")
+    assert isinstance(rule, HostRule) and rule.host == "xn--bcher-kva.example"

@@ -213,3 +213,16 @@ def test_inline_credentials_other_than_a_service_account_key_are_refused_unread(
         assert "'credentials'" in error.details() and "service_account" in error.details()
         assert "pod-file-content" not in error.details() and str(pod_file) not in error.details()
     assert token_endpoint.bodies == []
+
+
+def test_google_credentials_never_go_over_plain_http(scaler: ScalerProcess) -> None:
+    for address in (
+        "http://monitoring.googleapis.com/v1/projects/p/location/global/prometheus",
+        "http://x.googleapis.com.",
+    ):
+        error = error_of(lambda address=address: scaler.spec(pubsub(address)))
+        assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, error.details()
+        assert "monitoringAddress" in str(error.details()) and "https://" in str(error.details())
+    # GetMetricSpec never connects: https to Google is accepted, and so is http to a host that gets no token.
+    assert scaler.spec(pubsub("https://monitoring.googleapis.com/v1/projects/p/location/global/prometheus")).metricSpecs
+    assert scaler.spec(pubsub("http://127.0.0.1:9/")).metricSpecs
