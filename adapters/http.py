@@ -40,7 +40,10 @@ if TYPE_CHECKING:
 
 _MAX_ERROR_BODY = 300
 _MAX_TLS_FILE = 1024 * 1024
-_MAX_CONNECTIONS = 8
+# Per origin (and TLS settings). Twice the old 8, so that with the engine's budget of 2 queries in flight
+# per namespace and origin (max_source_queries_per_namespace), 7 other namespaces can be slow at once
+# before a victim waits for a connection. Still few enough to keep all alive (see _create).
+_MAX_CONNECTIONS = 16
 # A source answering with an endless or huge body must not take the scaler's memory with it. The largest
 # legitimate answer is a RabbitMQ management page (pageSize <= 500 queues, a few KiB each).
 MAX_RESPONSE_BYTES = 16 * 1024 * 1024

@@ -42,8 +42,14 @@ class ScalerServer:
         self.registry = registry or AdapterRegistry(
             AdapterContext(http=HttpClients(), default_timeout=settings.source_timeout)
         )
-        self.cache = MeasurementCache(settings.cache_ttl, settings.error_cache_ttl, self.metrics)
-        self.hub = PushHub(self.cache, settings.push_interval, self.metrics)
+        self.cache = MeasurementCache(
+            settings.cache_ttl,
+            settings.error_cache_ttl,
+            self.metrics,
+            max_timeout=settings.max_source_timeout,
+            queries_per_namespace=settings.max_source_queries_per_namespace,
+        )
+        self.hub = PushHub(self.cache, settings.push_interval, self.metrics, settings.max_pollers_per_namespace)
         egress = EgressPolicy(
             settings.egress_allow,
             allow_inline=settings.allow_inline_addresses,
