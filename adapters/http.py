@@ -37,7 +37,10 @@ if TYPE_CHECKING:
     import aiohttp
 
 _MAX_ERROR_BODY = 300
-_MAX_CONNECTIONS = 8
+# Per origin (and TLS settings). Twice the old 8, so that with the engine's budget of 2 queries in flight
+# per namespace and origin (max_source_queries_per_namespace), 7 other namespaces can be slow at once
+# before a victim waits for a connection. Still few enough to keep all alive (see _create).
+_MAX_CONNECTIONS = 16
 # A source answering with an endless or huge body must not take the scaler's memory with it, nor the event
 # loop: json.loads holds the loop (and the GIL) for the whole body. The default is the ceiling; adapters
 # pass a lower `max_bytes` where answers are known to be small (a Prometheus instant query: 1 MiB).

@@ -20,7 +20,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from adapters.api import discover_adapter_classes
-from bench import activation, adapter_overhead, bounded_work, cluster_scale, grpc_throughput, source_queries, startup
+from bench import (
+    activation,
+    adapter_overhead,
+    bounded_work,
+    cluster_scale,
+    grpc_throughput,
+    noisy_neighbour,
+    source_queries,
+    startup,
+)
 from bench.common import ROOT, Row, not_run, standalone_prometheus
 from tests.fixtures.prometheus import PrometheusServer
 
@@ -171,6 +180,7 @@ BENCHMARKS: list[Benchmark] = [
     # The same load with a longer cache TTL: the design lever for the CPU goal (see the notes).
     Benchmark("cluster_scale_ttl5", lambda c: cluster_scale.measure(c.prometheus, cache_ttl=5).rows()),
     Benchmark("startup", lambda c: startup.measure().rows()),
+    Benchmark("noisy_neighbour", noisy_neighbour.rows),
     Benchmark("adapter_overhead", lambda c: adapter_overhead.measure(c.prometheus).rows()),
     adapter_benchmark(
         "rabbitmq_overhead",

@@ -10,11 +10,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
+from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from adapters.api import AdapterError, SourceKey
 
 from .cache import MeasurementCache, Reading
+from .capacity import CapacityExhausted
 from .metrics import ScalerMetrics
 
 log = logging.getLogger(__name__)
@@ -30,9 +33,14 @@ class SourcePoller:
         timeout: float,
         cache: MeasurementCache,
         interval: float,
+        *,
+        namespace: str,
     ) -> None:
         self.key = key
         self.subscribers = 0
+        # Subscribers per namespace: a poller counts against the cap of every namespace watching it.
+        self.namespaces: Counter[str] = Counter()
+        self.namespace = namespace  # whose query budget its reads use: the namespace that started it
         self.latest: Update | None = None
         self.version = 0
         self.changed = asyncio.Condition()
@@ -42,12 +50,20 @@ class SourcePoller:
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
+        # The first reading at once, the second after a random part of the interval, then fixed rate:
+        # pollers started together (KEDA reopening every stream, or one tenant opening a hundred) would
+        # otherwise tick together, a burst of queries every interval that other calls queue behind.
+        # No gap is ever longer than the interval.
+        period = random.uniform(0, self._interval)
         while True:
             # Fixed rate, and a fresh reading each tick: reading through a still-valid cache entry would
             # let a change wait up to interval + TTL (measured: p95 activation latency ~2x the interval).
-            next_tick = loop.time() + self._interval
+            next_tick = loop.time() + period
+            period = self._interval
             try:
-                update: Update = await self._cache.read(self.key, self._measure, self._timeout, refresh=True)
+                update: Update = await self._cache.read(
+                    self.key, self._measure, self._timeout, refresh=True, namespace=self.namespace
+                )
             except AdapterError as error:
                 update = error
             async with self.changed:
@@ -82,11 +98,15 @@ class SourcePoller:
 
 
 class PushHub:
-    def __init__(self, cache: MeasurementCache, interval: float, metrics: ScalerMetrics) -> None:
+    def __init__(
+        self, cache: MeasurementCache, interval: float, metrics: ScalerMetrics, max_per_namespace: int = 100
+    ) -> None:
         self.cache = cache
         self.interval = interval
         self.metrics = metrics
+        self.max_per_namespace = max_per_namespace
         self._pollers: dict[SourceKey, SourcePoller] = {}
+        self._watched: Counter[str] = Counter()  # namespace -> pollers it subscribes to
         self.closing = False
 
     def __len__(self) -> int:
@@ -94,22 +114,48 @@ class PushHub:
 
     @contextlib.asynccontextmanager
     async def watch(
-        self, key: SourceKey, measure: Callable[[], Awaitable[float]], timeout: float
+        self, key: SourceKey, measure: Callable[[], Awaitable[float]], timeout: float, namespace: str = ""
     ) -> AsyncIterator[AsyncIterator[Update]]:
+        """Updates of `key`'s poller; CapacityExhausted when `namespace` may not watch one more source."""
         poller = self._pollers.get(key)
+        if poller is None or poller.closed or not poller.namespaces[namespace]:
+            # Joining another namespace's poller keeps it polling: it counts like starting one.
+            self._check_cap(namespace)
         if poller is None or poller.closed:
-            poller = self._pollers[key] = SourcePoller(key, measure, timeout, self.cache, self.interval)
+            poller = self._pollers[key] = SourcePoller(
+                key, measure, timeout, self.cache, self.interval, namespace=namespace
+            )
             self.metrics.pollers.set(len(self._pollers))
-        poller.subscribers += 1
+        self._subscribe(poller, namespace, +1)
         try:
             yield poller.updates()
         finally:
-            poller.subscribers -= 1
+            self._subscribe(poller, namespace, -1)
             # Nobody watches this source any more: stop polling it now rather than on a timer.
             if poller.subscribers == 0 and self._pollers.get(key) is poller:
                 del self._pollers[key]
                 self.metrics.pollers.set(len(self._pollers))
                 await poller.close()
+
+    def _check_cap(self, namespace: str) -> None:
+        # Refuses the new stream only: the namespace's pollers already running keep running.
+        if self._watched[namespace] >= self.max_per_namespace:
+            raise CapacityExhausted(
+                f"namespace '{namespace[:63]}' already watches {self._watched[namespace]} sources with push "
+                f"streams (max_pollers_per_namespace={self.max_per_namespace})"
+            )
+
+    def _subscribe(self, poller: SourcePoller, namespace: str, delta: int) -> None:
+        poller.subscribers += delta
+        before = poller.namespaces[namespace]
+        after = poller.namespaces[namespace] = before + delta
+        if before == 0:  # this namespace's first stream on this source
+            self._watched[namespace] += 1
+        elif after == 0:  # its last one
+            del poller.namespaces[namespace]
+            self._watched[namespace] -= 1
+            if not self._watched[namespace]:
+                del self._watched[namespace]
 
     async def close(self) -> None:
         """Shutdown: every stream's update iterator ends, so streams finish with status OK."""

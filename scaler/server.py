@@ -53,8 +53,14 @@ class ScalerServer:
                 resolve=egress.connect_addresses,
             )
         )
-        self.cache = MeasurementCache(settings.cache_ttl, settings.error_cache_ttl, self.metrics)
-        self.hub = PushHub(self.cache, settings.push_interval, self.metrics)
+        self.cache = MeasurementCache(
+            settings.cache_ttl,
+            settings.error_cache_ttl,
+            self.metrics,
+            max_timeout=settings.max_source_timeout,
+            queries_per_namespace=settings.max_source_queries_per_namespace,
+        )
+        self.hub = PushHub(self.cache, settings.push_interval, self.metrics, settings.max_pollers_per_namespace)
         self.parser = TriggerParser(
             self.registry,
             settings.resolved_connections(),

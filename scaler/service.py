@@ -69,7 +69,7 @@ class ExternalScalerService(pb_grpc.ExternalScalerServicer):  # type: ignore[mis
         key = trigger.activation_key if activation else trigger.source_key
         measure = trigger.measure_activation() if activation else trigger.measure()
         try:
-            return await self.cache.read(key, measure, trigger.timeout), False
+            return await self.cache.read(key, measure, trigger.timeout, namespace=ref.namespace), False
         except AdapterError as error:
             stale = self._last_known(trigger, ref, key, error)
             if stale is None:
@@ -183,8 +183,13 @@ class ExternalScalerService(pb_grpc.ExternalScalerServicer):  # type: ignore[mis
         try:
             return self._trigger(request)
         except AdapterError as error:
-            self.metrics.count_request(method, _status(error).name)
-            await self._abort(context, _status(error), error, method, request)
+            await self._refuse_stream(method, request, context, error)
+
+    async def _refuse_stream(
+        self, method: str, request: Any, context: aio.ServicerContext, error: AdapterError
+    ) -> NoReturn:
+        self.metrics.count_request(method, _status(error).name)
+        await self._abort(context, _status(error), error, method, request)
 
     @contextlib.contextmanager
     def _open_stream(self, method: str) -> Iterator[None]:
@@ -205,8 +210,16 @@ class ExternalScalerService(pb_grpc.ExternalScalerServicer):  # type: ignore[mis
         trigger = await self._stream_trigger(method, request, context)
         last_sent: bool | None = None
         last_error = ""
-        with self._open_stream(method):
-            async with self.hub.watch(trigger.activation_key, trigger.measure_activation(), trigger.timeout) as updates:
+        async with contextlib.AsyncExitStack() as watching:
+            try:
+                updates = await watching.enter_async_context(
+                    self.hub.watch(
+                        trigger.activation_key, trigger.measure_activation(), trigger.timeout, request.namespace
+                    )
+                )
+            except AdapterError as error:  # the namespace's poller cap
+                await self._refuse_stream(method, request, context, error)
+            with self._open_stream(method):
                 async for update in updates:
                     if isinstance(update, AdapterError):
                         # Keep the stream: KEDA's polling reports the error, and we push again once the

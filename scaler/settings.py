@@ -83,6 +83,20 @@ class Settings(BaseSettings):
     source_timeout: float = Field(
         5.0, gt=0, description="Default seconds a source query may take (DEADLINE_EXCEEDED after)"
     )
+    max_source_timeout: float = Field(
+        10.0,
+        gt=0,
+        description="Most seconds any source query may take, whatever a trigger's `timeout` asks (capped, logged once)",
+    )
+    max_source_queries_per_namespace: int = Field(
+        2,
+        ge=1,
+        description="Source queries one namespace may have in flight per origin (of its 16 pooled connections); "
+        "more wait up to their timeout, then RESOURCE_EXHAUSTED",
+    )
+    max_pollers_per_namespace: int = Field(
+        100, ge=1, description="Sources one namespace may watch with StreamIsActive (RESOURCE_EXHAUSTED beyond)"
+    )
     shutdown_grace: float = Field(10.0, ge=0, description="Seconds in-flight calls get to finish on SIGTERM")
     series_ttl: float = Field(
         120.0, gt=0, description="Seconds after a ScaledObject's last call before its /metrics series are removed"
@@ -185,6 +199,15 @@ class Settings(BaseSettings):
         for entry in value:
             parse_nameserver(entry)
         return value
+
+    @model_validator(mode="after")
+    def _check_timeouts(self) -> Settings:
+        if self.source_timeout > self.max_source_timeout:
+            raise ValueError(
+                f"source_timeout ({self.source_timeout:g}) may not exceed "
+                f"max_source_timeout ({self.max_source_timeout:g})"
+            )
+        return self
 
     @model_validator(mode="after")
     def _check_tls(self) -> Settings:
