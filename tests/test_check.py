@@ -15,13 +15,25 @@ from tests.fixtures._util import free_port
 from tests.fixtures.prometheus import Exporter, PrometheusServer, unique_metric
 from tests.fixtures.scaler import ROOT, ScalerProcess
 
+# KEDA's CRD manifests, relative to the repository (the cwd of every CLI run), as a user would pass them.
+KEDA_CRDS = "../shared/keda-crds"
+
+
+def with_crds(args: tuple[str, ...] | list[str]) -> list[str]:
+    """`check` / `watch` arguments with `--crds` KEDA's CRDs, so no test depends on this machine's kubectl."""
+    args = list(args)
+    if args and args[0] in ("check", "watch") and "--crds" not in args:
+        return [args[0], "--crds", KEDA_CRDS, *args[1:]]
+    return args
+
 
 def run_cli(
-    *args: str, stdin: str | None = None, env: dict[str, str] | None = None
+    *args: str, stdin: str | None = None, env: dict[str, str] | None = None, crds: bool = True
 ) -> subprocess.CompletedProcess[str]:
+    """`scaler ARGS` as a user runs it; `crds=False` leaves the schema source to the CLI's own search."""
     clean = {k: v for k, v in os.environ.items() if not k.startswith("SCALER_")}
     return subprocess.run(
-        [sys.executable, "-m", "scaler", *args],
+        [sys.executable, "-m", "scaler", *(with_crds(args) if crds else args)],
         input=stdin,
         check=False,
         capture_output=True,
