@@ -63,9 +63,7 @@ class ScaledResource:
         return f"{self.kind} {self.namespace}/{self.name}"
 
 
-def read_manifests(
-    paths: Iterable[str], *, need_address: bool, schemas: Schemas | None = None
-) -> list[ScaledResource]:
+def read_manifests(paths: Iterable[str], *, need_address: bool, schemas: Schemas | None = None) -> list[ScaledResource]:
     """Every ScaledObject / ScaledJob in `paths` ('-' is stdin), in order; raises ManifestError on the first problem.
 
     `need_address`: external triggers must carry `scalerAddress` (no --address / --local given).
