@@ -123,7 +123,7 @@ def test_two_triggers_one_active_give_the_table_and_replica_count(
     assert header == ["TRIGGER", "ADAPTER", "METRIC", "READING", "TARGET", "TYPE", "ACTIVE", "REPLICAS"]
     # label, adapter, metric, reading, target, type, active, replicas
     orders = row(result.stdout, "0 orders")[1:]
-    assert orders[0] == "orders" and orders[1] == "prometheus" and orders[2].startswith("prometheus-")
+    assert orders[0] == "orders" and orders[1] == "prometheus" and orders[2] == "prometheus"  # KEDA's name
     assert orders[3:] == ["25", "10", "AverageValue", "yes", "3"]
     assert row(result.stdout, "1 invoices")[4:] == ["0", "5", "AverageValue", "no", "0"]
     assert " ".join(row(result.stdout, "2")) == "2 - not checked (type cpu is not an external scaler)"
