@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_check_parsers(sub: Any) -> None:
-    from .check import add_probe_flags
+    from .inspect.check import add_probe_flags
 
     check = sub.add_parser("check", help="ask the scaler about a ScaledObject's triggers and show what KEDA would do")
     check.add_argument("files", nargs="+", metavar="FILE", help="ScaledObject / ScaledJob YAML ('-' for stdin)")
@@ -181,14 +181,14 @@ def _json(value: Any) -> Any:
 
 @command("check")
 def _check(args: argparse.Namespace) -> int:
-    from .check import run
+    from .inspect.check import run
 
     return run(args)
 
 
 @command("watch")
 def _watch(args: argparse.Namespace) -> int:
-    from .watch import run
+    from .inspect.watch import run
 
     return run(args)
 

@@ -55,7 +55,22 @@ def proposal(reading: TriggerReading, current: int) -> int:
         return current
     if reading.metric_type == "Value":
         return math.ceil(_usage_ratio(reading, current) * current)
-    return math.ceil(reading.reading / reading.target)
+    return average_value_replicas(reading.reading, reading.target)
+
+
+def average_value_replicas(reading: float, target: float) -> int:
+    """The HPA's AverageValue proposal outside its tolerance: enough pods for each to hold `target`."""
+    return math.ceil(reading / target)
+
+
+def from_reading(reading: float, target: float, active: bool) -> int:
+    """The replicas KEDA + the HPA would ask for from one AverageValue trigger's reading alone (the scaler
+    sees no replica count, bounds or metricType): zero when inactive (minReplicaCount 0), else
+    ceil(reading / target), at least one. The same path as `desired_replicas`, started at that count so the
+    tolerance cannot hold an unknown current one."""
+    wanted = max(1, average_value_replicas(reading, target))
+    only = TriggerReading(reading, target, "AverageValue", active)
+    return desired_replicas([only], Bounds(max_replicas=2**31 - 1), wanted).replicas
 
 
 def desired_replicas(readings: Sequence[TriggerReading], bounds: Bounds, current: int) -> Decision:

@@ -22,6 +22,8 @@ from .metrics import ScalerMetrics
 from .push import PushHub
 from .service import ExternalScalerService
 from .settings import Settings
+from .status import NoStatus, StatusBoard
+from .status_page import StatusPage
 from .tls import RotatingServerCredentials
 from .triggers import TriggerParser
 from .wire import add_external_scaler
@@ -72,10 +74,15 @@ class ScalerServer:
             ambient_namespaces=settings.ambient_credentials_namespaces,
             file_dirs=settings.trigger_file_dirs,
         )
+        self.status = StatusBoard(settings.series_ttl, settings.status_max_rows) if settings.status_page else NoStatus()
         self.shutdown = asyncio.Event()
         self.ready = False
         self.health = health.aio.HealthServicer()
-        self.http = HttpEndpoints(self.metrics.registry, lambda: self.ready)
+        self.http = HttpEndpoints(
+            self.metrics.registry,
+            lambda: self.ready,
+            StatusPage(self.status, self.metrics) if settings.status_page else None,
+        )
         self.grpc: aio.Server | None = None
         self.tls: RotatingServerCredentials | None = None
         self.grpc_port = 0
@@ -96,7 +103,9 @@ class ScalerServer:
                 ("grpc.server.max_pending_requests_hard_limit", 20_000),
             ]
         )
-        service = ExternalScalerService(self.parser, self.cache, self.hub, self.metrics, self.shutdown)
+        service = ExternalScalerService(
+            self.parser, self.cache, self.hub, self.metrics, self.shutdown, status=self.status
+        )
         add_external_scaler(service, server, self.metrics)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
@@ -143,6 +152,7 @@ class ScalerServer:
     async def sweep(self) -> None:
         self.cache.evict_idle(self.settings.idle_timeout)
         self.metrics.objects.sweep()
+        self.status.sweep()
         closed = await self.registry.close_idle(self.settings.idle_timeout)
         if closed:
             log.info("closed %d idle source connection(s)", closed)

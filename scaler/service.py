@@ -19,6 +19,7 @@ from ._generated import externalscaler_pb2_grpc as pb_grpc
 from .cache import MeasurementCache, Reading
 from .metrics import ScalerMetrics
 from .push import PushHub
+from .status import NoStatus, StatusBoard
 from .triggers import Trigger, TriggerParser
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,13 @@ def _status(error: AdapterError) -> grpc.StatusCode:
     return code
 
 
+def _same_source(trigger: Trigger, reading: Reading) -> float | None:
+    """An activation reading is the trigger's reading too when both come from one source."""
+    return (
+        reading.value if trigger.activation_key is trigger.source_key else None
+    )  # `is`: per call, and the parser reuses the key
+
+
 class ExternalScalerService(pb_grpc.ExternalScalerServicer):  # type: ignore[misc]
     def __init__(
         self,
@@ -41,17 +49,24 @@ class ExternalScalerService(pb_grpc.ExternalScalerServicer):  # type: ignore[mis
         hub: PushHub,
         metrics: ScalerMetrics,
         shutdown: asyncio.Event,
+        *,
+        status: StatusBoard | None = None,
     ) -> None:
         self.parser = parser
         self.cache = cache
         self.hub = hub
         self.metrics = metrics
         self.shutdown = shutdown
+        self.status = status if status is not None else NoStatus()  # the status page's observer
 
     # --- helpers -------------------------------------------------------------------------------
 
     def _trigger(self, ref: Any) -> Trigger:
-        return self.parser.parse(ref.scalerMetadata, ref.namespace)
+        try:
+            return self.parser.parse(ref.scalerMetadata, ref.namespace)
+        except AdapterError as error:
+            self.status.failed(ref, None, error)
+            raise
 
     def _spec(self, trigger: Trigger) -> Any:
         return pb.GetMetricSpecResponse(
@@ -71,6 +86,7 @@ class ExternalScalerService(pb_grpc.ExternalScalerServicer):  # type: ignore[mis
         try:
             return await self.cache.read(key, measure, trigger.timeout, namespace=ref.namespace), False
         except AdapterError as error:
+            self.status.failed(ref, trigger, error)
             stale = self._last_known(trigger, ref, key, error)
             if stale is None:
                 raise
@@ -153,6 +169,9 @@ class ExternalScalerService(pb_grpc.ExternalScalerServicer):  # type: ignore[mis
             self.metrics.objects.record(
                 ref.namespace, ref.name, trigger.metric_name, value=reading.value, read_at=reading.taken_at, stale=stale
             )
+            self.status.reading(
+                ref, trigger, reading.value, reading.taken_at, stale=stale, requested=request.metricName
+            )
             return pb.GetMetricsResponse(
                 metricValues=[
                     pb.MetricValue(metricName=name, metricValue=round(reading.value), metricValueFloat=reading.value)
@@ -173,6 +192,9 @@ class ExternalScalerService(pb_grpc.ExternalScalerServicer):  # type: ignore[mis
                 active=active,
                 read_at=reading.taken_at,
                 stale=stale,
+            )
+            self.status.reading(
+                request, trigger, _same_source(trigger, reading), reading.taken_at, stale=stale, active=active
             )
             return pb.IsActiveResponse(result=active)
 
@@ -219,9 +241,10 @@ class ExternalScalerService(pb_grpc.ExternalScalerServicer):  # type: ignore[mis
                 )
             except AdapterError as error:  # the namespace's poller cap
                 await self._refuse_stream(method, request, context, error)
-            with self._open_stream(method):
+            with self._open_stream(method), self.status.streaming(request, trigger):
                 async for update in updates:
                     if isinstance(update, AdapterError):
+                        self.status.failed(request, trigger, update)
                         # Keep the stream: KEDA's polling reports the error, and we push again once the
                         # source is back. Log each distinct error once, not every interval.
                         if update.message != last_error:
@@ -238,6 +261,7 @@ class ExternalScalerService(pb_grpc.ExternalScalerServicer):  # type: ignore[mis
                     self.metrics.objects.record(
                         request.namespace, request.name, trigger.metric_name, active=active, read_at=update.taken_at
                     )
+                    self.status.reading(request, trigger, _same_source(trigger, update), update.taken_at, active=active)
                     # Only transitions: a repeated `true` would refresh KEDA's last-active time forever
                     # and the workload would never scale to zero (kedacore/http-add-on#1792).
                     if active != last_sent:

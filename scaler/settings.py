@@ -101,6 +101,12 @@ class Settings(BaseSettings):
     series_ttl: float = Field(
         120.0, gt=0, description="Seconds after a ScaledObject's last call before its /metrics series are removed"
     )
+    status_page: bool = Field(
+        True, description="Serve /status (HTML) and /status.json on the HTTP port: what every ScaledObject reads"
+    )
+    status_max_rows: int = Field(
+        5000, ge=1, le=100_000, description="Triggers the status page keeps (more are counted, not shown)"
+    )
     idle_timeout: float = Field(
         300.0, gt=0, description="Seconds before an unused cache entry, poller or pooled connection is closed"
     )

@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 
-from scaler import crd
-from scaler.crd import BUILT_IN, crd_schema, schema_errors
-from scaler.manifests import ManifestError, read_manifests
-from tests.test_check import run_cli
+from scaler.inspect.crd import BUILT_IN, load_schemas, schema_errors
+from scaler.inspect.manifests import ManifestError, read_manifests
+from tests.fixtures.scaler import ROOT
+from tests.test_check import KEDA_CRDS, run_cli
 
 TRIGGER = {
     "type": "external",
@@ -71,7 +71,7 @@ CASES = [
         ["spec.idleReplicaCount: must be less than minReplicaCount (1)"],
     ),
     ("no scale target", json.dumps({**GOOD, "spec": {"triggers": [TRIGGER]}}), ["spec.scaleTargetRef: is required"]),
-    ("no triggers", with_spec(triggers=[]), ["spec.triggers: needs at least one trigger"]),
+    ("no triggers", with_spec(triggers=[]), ["spec.triggers: must have at least 1 item"]),
     ("an empty trigger type", with_spec(triggers=[{**TRIGGER, "type": ""}]), ["spec.triggers[0].type: must not be"]),
     (
         "Utilization on an external trigger",
@@ -115,9 +115,11 @@ def test_missing_file_exits_2() -> None:
     )
 
 
-def test_schema_comes_from_kedas_crd_in_this_checkout() -> None:
-    assert crd_schema("ScaledObject")[1] == "KEDA CRD"
-    assert crd_schema("ScaledJob")[1] == "KEDA CRD"
+def test_schema_comes_from_kedas_crds_given() -> None:
+    schemas = load_schemas(str(ROOT / KEDA_CRDS), environ={})
+    assert schemas.origin == f"KEDA's CRDs from {ROOT / KEDA_CRDS}"
+    assert set(schemas.by_kind) == {"ScaledObject", "ScaledJob"}
+    assert schemas.by_kind["ScaledObject"] is not BUILT_IN["ScaledObject"]
 
 
 @pytest.mark.parametrize("kind", ["ScaledObject", "ScaledJob"])
@@ -131,25 +133,22 @@ def test_built_in_schema_catches_what_check_reads_without_the_crd_files(kind: st
     }
     problems = list(schema_errors(document, BUILT_IN[kind]))
     # `extra` passes: the built-in schema only knows the fields `scaler check` reads.
-    assert problems == [
-        ("spec.triggers[0].metadata", "is required"),
+    assert sorted(problems) == [
         ("spec.maxReplicaCount", "must be at least 1, got 0"),
+        ("spec.triggers[0].metadata", "is required"),
     ]
 
 
-def test_without_the_crd_files_the_built_in_schema_is_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(crd, "CRD_DIR", tmp_path / "no-such-dir")
-    crd.crd_schema.cache_clear()
-    try:
-        good, bad = tmp_path / "good.yaml", tmp_path / "bad.yaml"
-        good.write_text(json.dumps(GOOD))
-        bad.write_text(with_spec(triggers=[{"type": "external"}]))
-        [resource] = read_manifests([str(good)], need_address=True)
-        assert (resource.name, resource.triggers[0].metadata["adapter"]) == ("orders", "prometheus")
-        with pytest.raises(ManifestError) as err:
-            read_manifests([str(bad)], need_address=True)
-        assert str(err.value) == (
-            f"{bad}, document 1: spec.triggers[0].metadata: is required [checked against the built-in schema]"
-        )
-    finally:
-        crd.crd_schema.cache_clear()
+def test_without_the_crd_files_the_built_in_schema_is_used(tmp_path: Path) -> None:
+    good, bad = tmp_path / "good.yaml", tmp_path / "bad.yaml"
+    good.write_text(json.dumps(GOOD))
+    bad.write_text(with_spec(triggers=[{"type": "external"}]))
+    schemas = load_schemas(None, environ={"PATH": str(tmp_path)})  # no --crds, no env var, no kubectl
+    [resource] = read_manifests([str(good)], need_address=True, schemas=schemas)
+    assert (resource.name, resource.triggers[0].metadata["adapter"]) == ("orders", "prometheus")
+    with pytest.raises(ManifestError) as err:
+        read_manifests([str(bad)], need_address=True, schemas=schemas)
+    assert str(err.value) == (
+        f"{bad}, document 1: spec.triggers[0].metadata: is required "
+        "[checked against the built-in subset (no --crds, no kubectl)]"
+    )

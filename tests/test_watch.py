@@ -18,7 +18,7 @@ import pytest
 
 from tests.fixtures.prometheus import Exporter, PrometheusServer, unique_metric
 from tests.fixtures.scaler import ROOT, ScalerProcess
-from tests.test_check import prometheus_trigger, scaled_object, write
+from tests.test_check import prometheus_trigger, scaled_object, with_crds, write
 
 CLEAN_ENV = {k: v for k, v in os.environ.items() if not k.startswith("SCALER_")}
 
@@ -28,7 +28,7 @@ class PipedWatch:
 
     def __init__(self, *args: str) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "scaler", "watch", *args],
+            [sys.executable, "-m", "scaler", *with_crds(["watch", *args])],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -87,7 +87,7 @@ def test_watch_on_a_terminal_redraws_the_table_when_the_reading_changes(
     path = write(tmp_path, scaled_object("backlog", [trigger], maxReplicaCount=20))
     child = pexpect.spawn(
         sys.executable,
-        ["-m", "scaler", "watch", path, "--address", scaler.address, "--interval", "0.3"],
+        ["-m", "scaler", *with_crds(["watch", path, "--address", scaler.address, "--interval", "0.3"])],
         cwd=str(ROOT),
         env=CLEAN_ENV,
         encoding="utf-8",

@@ -6,9 +6,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..replicas import Decision, TriggerReading, desired_jobs, desired_replicas
 from .manifests import ScaledResource
 from .probe import TriggerResult
-from .replicas import Decision, TriggerReading, desired_jobs, desired_replicas
 
 SPARKS = "▁▂▃▄▅▆▇█"
 HEADERS = ("TRIGGER", "ADAPTER", "METRIC", "READING", "TARGET", "TYPE", "ACTIVE", "REPLICAS")

@@ -19,8 +19,8 @@ from grpc import aio
 
 from adapters.api import redact
 
-from ._generated import externalscaler_pb2 as pb
-from ._generated import externalscaler_pb2_grpc as pb_grpc
+from .._generated import externalscaler_pb2 as pb
+from .._generated import externalscaler_pb2_grpc as pb_grpc
 from .manifests import ScaledResource, TriggerSpec
 
 # KEDA dials every scaler address with round-robin, so a headless Service spreads calls over pods.
@@ -177,9 +177,9 @@ def record_error(result: TriggerResult, error: aio.AioRpcError) -> TriggerResult
 @contextlib.asynccontextmanager
 async def local_scaler(config: str = "") -> AsyncIterator[str]:
     """The engine on a free loopback port in this process (settings from SCALER_* / --config as `serve`)."""
-    from .logs import configure_logging
-    from .server import ScalerServer
-    from .settings import load_settings
+    from ..logs import configure_logging
+    from ..server import ScalerServer
+    from ..settings import load_settings
 
     settings = load_settings(
         {"grpc_address": "127.0.0.1:0", "http_address": "127.0.0.1:0", "shutdown_grace": 1, "config": config or None}

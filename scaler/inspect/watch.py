@@ -23,11 +23,12 @@ from grpc import aio
 
 from adapters.api import redact
 
+from ..settings import SettingsError
 from .check import EXIT_BAD_INPUT, EXIT_OK, current_replicas, load, open_client
+from .crd import Schemas
 from .manifests import ScaledResource, TriggerSpec
 from .probe import ScalerClient, TriggerResult, record_error
 from .report import Report, evaluate, number, render_table
-from .settings import SettingsError
 
 HISTORY = 30
 _STREAM_BACKOFF = (2.0, 60.0)  # KEDA's retry for a broken StreamIsActive: 2 s doubling to 60 s
@@ -101,9 +102,10 @@ async def follow_pushes(
 
 
 class Display:
-    def __init__(self, out: TextIO, interval: float) -> None:
+    def __init__(self, out: TextIO, interval: float, schemas: str = "") -> None:
         self.out = out
         self.interval = interval
+        self.schemas = schemas
         self.tty = out.isatty()
         self.first = True
 
@@ -116,7 +118,7 @@ class Display:
 
     def _redraw(self, states: list[ResourceState]) -> None:
         now = time.strftime("%H:%M:%S")
-        title = f"scaler watch: every {number(self.interval)}s, {now}. Ctrl-C to stop."
+        title = f"scaler watch: every {number(self.interval)}s, {now}. Ctrl-C to stop. Schemas: {self.schemas}."
         tables = "\n\n".join(render_table(s.report(), s.history()) for s in states)
         # Home, draw, clear what is left of the last frame: no flicker from clearing first.
         lines = [line + "\x1b[K" for line in f"{title}\n\n{tables}".splitlines()]
@@ -125,6 +127,9 @@ class Display:
 
     def _lines(self, states: list[ResourceState]) -> None:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        if self.first:
+            self.out.write(f"{stamp} schemas={self.schemas!r}\n")
+            self.first = False
         for state in states:
             report = state.report()
             title = f"{stamp} {state.resource.kind} {state.resource.namespace}/{state.resource.name}"
@@ -143,9 +148,9 @@ class Display:
             self.out.write(f"{title} {noun}={report.decision.replicas} reason={report.decision.reason!r}\n")
 
 
-async def _watch(args: argparse.Namespace, resources: list[ScaledResource]) -> int:
+async def _watch(args: argparse.Namespace, resources: list[ScaledResource], schemas: Schemas) -> int:
     states = [ResourceState(r, current_replicas(args, r), [TriggerState(t) for t in r.triggers]) for r in resources]
-    display = Display(sys.stdout, args.interval)
+    display = Display(sys.stdout, args.interval, schemas.origin)
     wake = asyncio.Event()
     stopping = False
 
@@ -187,11 +192,11 @@ def run(args: argparse.Namespace) -> int:
     if args.interval <= 0:
         print("scaler: --interval must be more than 0", file=sys.stderr)
         return EXIT_BAD_INPUT
-    resources = load(args)
-    if resources is None:
+    loaded = load(args)
+    if loaded is None:
         return EXIT_BAD_INPUT
     try:
-        return asyncio.run(_watch(args, resources))
+        return asyncio.run(_watch(args, *loaded))
     except KeyboardInterrupt:  # Ctrl-C before the loop's own handler was installed
         return EXIT_OK
     except (SettingsError, OSError) as exc:

@@ -15,10 +15,11 @@ from collections.abc import AsyncIterator, Sequence
 
 from adapters.api import redact
 
+from ..settings import SettingsError
+from .crd import CrdError, Schemas, load_schemas
 from .manifests import ManifestError, ScaledResource, read_manifests
 from .probe import ScalerClient, TlsFiles, TriggerResult, local_scaler
 from .report import Report, evaluate, render_table, to_json
-from .settings import SettingsError
 
 EXIT_OK, EXIT_TRIGGER_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -40,16 +41,24 @@ def add_probe_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ca-cert", default="", help="CA to verify the scaler's TLS certificate")
     parser.add_argument("--cert", default="", help="client certificate, for a scaler that requires mTLS")
     parser.add_argument("--key", default="", help="client private key, with --cert")
+    parser.add_argument(
+        "--crds",
+        default=None,
+        metavar="DIR",
+        help="KEDA's CRD manifests to validate against (default: $SCALER_KEDA_CRDS, else the cluster's CRDs "
+        "through kubectl, else a built-in subset)",
+    )
 
 
-def load(args: argparse.Namespace) -> list[ScaledResource] | None:
-    """The manifests, or None after printing why they cannot be used."""
+def load(args: argparse.Namespace) -> tuple[list[ScaledResource], Schemas] | None:
+    """The manifests and the schemas they passed, or None after printing why they cannot be used."""
     if args.current_replicas is not None and args.current_replicas < 0:
         print("scaler: --current-replicas must be 0 or more", file=sys.stderr)
         return None
     try:
-        return read_manifests(args.files, need_address=not (args.address or args.local))
-    except ManifestError as exc:
+        schemas = load_schemas(args.crds)
+        return read_manifests(args.files, need_address=not (args.address or args.local), schemas=schemas), schemas
+    except (ManifestError, CrdError) as exc:
         print(f"scaler: {redact(str(exc))}", file=sys.stderr)
         return None
 
@@ -87,9 +96,10 @@ async def _check(args: argparse.Namespace, resources: Sequence[ScaledResource]) 
 
 
 def run(args: argparse.Namespace) -> int:
-    resources = load(args)
-    if resources is None:
+    loaded = load(args)
+    if loaded is None:
         return EXIT_BAD_INPUT
+    resources, schemas = loaded
     try:
         reports = asyncio.run(_check(args, resources))
     except (SettingsError, OSError) as exc:  # --local: settings or ports; TLS files
@@ -97,8 +107,16 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_BAD_INPUT
     if args.output == "json":
         print(
-            json.dumps({"ok": not any(r.failed for r in reports), "resources": [to_json(r) for r in reports]}, indent=2)
+            json.dumps(
+                {
+                    "ok": not any(r.failed for r in reports),
+                    "schemas": schemas.origin,
+                    "resources": [to_json(r) for r in reports],
+                },
+                indent=2,
+            )
         )
     else:
+        print(f"Manifests checked against {schemas.origin}.\n")
         print("\n\n".join(render_table(r) for r in reports))
     return EXIT_TRIGGER_FAILED if any(r.failed for r in reports) else EXIT_OK

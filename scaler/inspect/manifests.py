@@ -15,8 +15,8 @@ from typing import Any, Literal
 
 import yaml
 
-from .crd import crd_schema, schema_errors
-from .replicas import DEFAULT_MAX_REPLICAS, Bounds, MetricType
+from ..replicas import DEFAULT_MAX_REPLICAS, Bounds, MetricType
+from .crd import Schemas, built_in
 
 API_VERSION = "keda.sh/v1alpha1"
 EXTERNAL_TYPES = ("external", "external-push")
@@ -63,17 +63,19 @@ class ScaledResource:
         return f"{self.kind} {self.namespace}/{self.name}"
 
 
-def read_manifests(paths: Iterable[str], *, need_address: bool) -> list[ScaledResource]:
+def read_manifests(paths: Iterable[str], *, need_address: bool, schemas: Schemas | None = None) -> list[ScaledResource]:
     """Every ScaledObject / ScaledJob in `paths` ('-' is stdin), in order; raises ManifestError on the first problem.
 
     `need_address`: external triggers must carry `scalerAddress` (no --address / --local given).
+    `schemas`: KEDA's CRD schemas to check against (crd.load_schemas); the built-in subset by default.
     """
+    schemas = schemas or built_in()
     resources: list[ScaledResource] = []
     for path in paths:
         name = "<stdin>" if path == "-" else path
         for number, document in _documents(path, name):
             if document is not None:
-                resources.append(_resource(document, f"{name}, document {number}", need_address))
+                resources.append(_resource(document, f"{name}, document {number}", need_address, schemas))
     if not resources:
         raise ManifestError("no ScaledObject or ScaledJob found in the input")
     return resources
@@ -97,7 +99,7 @@ def _documents(path: str, name: str) -> Iterable[tuple[int, Any]]:
         raise ManifestError(f"{name}, document {number + 1}: not valid YAML{where}: {problem}") from None
 
 
-def _resource(document: Any, source: str, need_address: bool) -> ScaledResource:
+def _resource(document: Any, source: str, need_address: bool, schemas: Schemas) -> ScaledResource:
     if not isinstance(document, dict):
         raise ManifestError(f"{source}: expected a Kubernetes object (a mapping), got {type(document).__name__}")
     kind, api_version = document.get("kind"), document.get("apiVersion")
@@ -106,12 +108,11 @@ def _resource(document: Any, source: str, need_address: bool) -> ScaledResource:
             f"{source}: kind: {kind!s:.60}, apiVersion: {api_version!s:.60} is not a ScaledObject or ScaledJob "
             f"(expected apiVersion: {API_VERSION})"
         )
-    schema, origin = crd_schema(kind)
-    problems = list(schema_errors(document, schema))
+    problems = schemas.errors(document, kind)
     if problems:
         field, message = problems[0]
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-        raise ManifestError(f"{source}: {field}: {message}{more} [checked against the {origin} schema]")
+        raise ManifestError(f"{source}: {field}: {message}{more} [checked against {schemas.origin}]")
     meta = document.get("metadata") or {}
     name = meta.get("name")
     if not isinstance(name, str) or not name:
