@@ -26,6 +26,8 @@ MONITORING_READ = "https://www.googleapis.com/auth/monitoring.read"  # what KEDA
 CLOUD_PLATFORM = "https://www.googleapis.com/auth/cloud-platform"
 _JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 _ASSERTION_LIFETIME = 3600
+# Google's documented audience of a token request assertion, whatever the key's token_uri (google-auth agrees).
+_AUDIENCE = "https://oauth2.googleapis.com/token"
 
 
 class GoogleServiceAccount(AuthProvider):
@@ -101,7 +103,7 @@ class GoogleServiceAccount(AuthProvider):
         payload = {
             "iss": self._info["client_email"],
             "scope": " ".join(self.scopes),
-            "aud": self.token_uri,
+            "aud": _AUDIENCE,
             "iat": now,
             "exp": now + _ASSERTION_LIFETIME,
         }
