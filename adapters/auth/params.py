@@ -30,11 +30,10 @@ def split_list(text: str) -> list[str]:
 
 
 def endpoint_params(text: str) -> list[tuple[str, str]]:
-    """KEDA parses `endpointParams` as a URL query (`audience=x&resource=y`)."""
-    try:
-        return parse_qsl(text, keep_blank_values=True, strict_parsing=bool(text))
-    except ValueError:
-        raise InvalidMetadata("endpointParams", "expected a URL query such as audience=api&resource=x") from None
+    """KEDA parses `endpointParams` with Go's url.ParseQuery (`audience=x&resource=y`), which refuses ';'."""
+    if ";" in text:
+        raise InvalidMetadata("endpointParams", "expected a URL query such as audience=api&resource=x (no ';')")
+    return parse_qsl(text, keep_blank_values=True)
 
 
 def combined_identity(providers: list[AuthProvider], *extra: str) -> str:
