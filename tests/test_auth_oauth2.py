@@ -8,9 +8,9 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from adapters.auth import OAuth2ClientCredentials, OutgoingRequest, TokenCache
+from adapters.auth import OAuth2ClientCredentials, OutgoingRequest, Token, TokenCache
 from adapters.auth import tokens as tokens_module
-from adapters.auth.request import send_json
+from adapters.auth.request import send_authenticated, send_json
 from adapters.errors import SourceUnauthenticated
 from adapters.http import HttpClients, HttpEndpoint
 from tests.fixtures.auth_servers import OAuth2TokenEndpoint, RecordingSource
@@ -163,3 +163,43 @@ async def test_triggers_with_the_same_credentials_share_one_token(
     await other.token(http, timeout=5)
     assert len(endpoint.grants()) == 2
     assert one.identity == two.identity != other.identity and SECRET not in one.identity
+
+
+async def test_a_token_the_source_refuses_is_unauthenticated_naming_the_provider_and_is_not_reused(
+    endpoint: OAuth2TokenEndpoint, recording_source: RecordingSource, http: HttpClients
+) -> None:
+    auth = provider(endpoint)
+    request = OutgoingRequest("GET", f"{recording_source.url}/api/v1/query", (("query", "up"),))
+    target = HttpEndpoint.for_url(recording_source.url)
+    with pytest.raises(SourceUnauthenticated) as caught:  # the source accepts no token yet: as if revoked
+        await send_authenticated(http, request, [auth], endpoint=target, source="Prometheus", timeout=5)
+    assert caught.value.message == (
+        "Prometheus answered HTTP 401: unauthorized (credentials sent: OAuth2 token endpoint)"
+    )
+    recording_source.accepted = {f"Bearer {endpoint.issued[0]}", "Bearer access-2-xxxxxxxxxxxxxxxx"}
+    assert await send_authenticated(http, request, [auth], endpoint=target, source="Prometheus", timeout=5)
+    assert len(endpoint.grants()) == 2
+    assert recording_source.received[-1].headers["authorization"] == "Bearer access-2-xxxxxxxxxxxxxxxx"
+
+
+async def test_a_caller_cancelled_mid_fetch_does_not_cancel_the_fetch_others_wait_for(
+    endpoint: OAuth2TokenEndpoint, http: HttpClients
+) -> None:
+    auth = provider(endpoint)
+    first = asyncio.ensure_future(auth.token(http, timeout=5))
+    others = [asyncio.ensure_future(auth.token(http, timeout=5)) for _ in range(5)]
+    await asyncio.sleep(0)  # let the first caller start the shared fetch
+    first.cancel()
+    assert set(await asyncio.gather(*others)) == {endpoint.issued[0]}
+    assert len(endpoint.grants()) == 1
+
+
+async def test_the_cache_keeps_a_bounded_number_of_identities() -> None:
+    cache = TokenCache(max_entries=3)
+
+    async def fetch() -> Token[str]:
+        return Token.lasting("t", 60)
+
+    for n in range(10):
+        await cache.get(f"identity-{n}", fetch, name="test")
+    assert [cache.fetches(f"identity-{n}") for n in range(10)] == [0] * 7 + [1] * 3

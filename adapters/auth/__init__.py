@@ -11,7 +11,7 @@ from .google import GoogleDefaultCredentials, GoogleServiceAccount
 from .oauth2 import OAuth2ClientCredentials
 from .prometheus_rules import PrometheusAuth, prometheus_auth
 from .rabbitmq_rules import RabbitMQAuth, rabbitmq_auth
-from .request import AuthProvider, OutgoingRequest, apply_all
+from .request import AuthProvider, OutgoingRequest, apply_all, send_authenticated
 from .sigv4 import AwsCredentials, sign
 from .static import ApiKey, BasicAuth, HeaderCredential
 from .tokens import TOKENS, Token, TokenCache
@@ -36,5 +36,6 @@ __all__ = [
     "apply_all",
     "prometheus_auth",
     "rabbitmq_auth",
+    "send_authenticated",
     "sign",
 ]

@@ -13,9 +13,10 @@ from collections.abc import Mapping
 from ..errors import SourceUnauthenticated, SourceUnavailable
 from ..http import HttpClients, HttpEndpoint
 from ..sources import credentials_identity
+from .bearer import BearerTokenProvider
 from .files import read_token_file
 from .oauth2 import expires_in
-from .request import AuthProvider, OutgoingRequest, register_secrets
+from .request import register_secrets
 from .token_endpoint import describe_endpoint, post_token_request
 from .tokens import TOKENS, Token, TokenCache
 
@@ -34,7 +35,7 @@ def resource_scope(resource: str) -> str:
     return resource if resource.endswith("/.default") else resource.rstrip("/") + "/.default"
 
 
-class AzureWorkloadIdentity(AuthProvider):
+class AzureWorkloadIdentity(BearerTokenProvider):
     name = "Azure workload identity"
     ambient = True
 
@@ -62,16 +63,6 @@ class AzureWorkloadIdentity(AuthProvider):
         self.scope = scope
         self._cache = cache
         self._identity = credentials_identity("azure-workload", self.token_url, self.client_id, scope)
-
-    @property
-    def identity(self) -> str:
-        return self._identity
-
-    async def token(self, http: HttpClients, *, timeout: float) -> str:
-        return await self._cache.get(self._identity, lambda: self._fetch(http, timeout), name=self.name)
-
-    async def apply(self, request: OutgoingRequest, http: HttpClients, *, timeout: float) -> OutgoingRequest:
-        return request.with_header("Authorization", f"Bearer {await self.token(http, timeout=timeout)}")
 
     async def _fetch(self, http: HttpClients, timeout: float) -> Token[str]:
         assertion = await read_token_file(self.token_file, "AZURE_FEDERATED_TOKEN_FILE")

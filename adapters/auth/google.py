@@ -17,8 +17,9 @@ from typing import Any
 from ..errors import InvalidMetadata, SourceUnauthenticated, SourceUnavailable
 from ..http import HttpClients, HttpEndpoint
 from ..sources import credentials_identity
+from .bearer import BearerTokenProvider
 from .oauth2 import expires_in
-from .request import AuthProvider, OutgoingRequest, register_secrets
+from .request import register_secrets
 from .token_endpoint import describe_endpoint, post_token_request, require_https
 from .tokens import TOKENS, Token, TokenCache
 
@@ -30,7 +31,7 @@ _ASSERTION_LIFETIME = 3600
 _AUDIENCE = "https://oauth2.googleapis.com/token"
 
 
-class GoogleServiceAccount(AuthProvider):
+class GoogleServiceAccount(BearerTokenProvider):
     name = "Google token endpoint"
 
     def __init__(
@@ -60,18 +61,8 @@ class GoogleServiceAccount(AuthProvider):
         self._identity = credentials_identity("google-sa", info["client_email"], info["private_key"], " ".join(scopes))
         register_secrets(info["private_key"])
 
-    @property
-    def identity(self) -> str:
-        return self._identity
-
     def addresses(self) -> list[tuple[str, str]]:
         return [(self._key, self.token_uri)]
-
-    async def token(self, http: HttpClients, *, timeout: float) -> str:
-        return await self._cache.get(self._identity, lambda: self._fetch(http, timeout), name=self.name)
-
-    async def apply(self, request: OutgoingRequest, http: HttpClients, *, timeout: float) -> OutgoingRequest:
-        return request.with_header("Authorization", f"Bearer {await self.token(http, timeout=timeout)}")
 
     async def _fetch(self, http: HttpClients, timeout: float) -> Token[str]:
         assertion = await asyncio.to_thread(self._assertion)
@@ -111,7 +102,7 @@ class GoogleServiceAccount(AuthProvider):
         return encoded.decode()
 
 
-class GoogleDefaultCredentials(AuthProvider):
+class GoogleDefaultCredentials(BearerTokenProvider):
     """Application Default Credentials of the scaler pod (GKE Workload Identity's metadata server, or the
     file GOOGLE_APPLICATION_CREDENTIALS names); google-auth decides the flow, on a thread."""
 
@@ -124,17 +115,8 @@ class GoogleDefaultCredentials(AuthProvider):
         self._credentials: Any = None
         self._identity = credentials_identity("google-adc", " ".join(scopes))
 
-    @property
-    def identity(self) -> str:
-        return self._identity
-
-    async def token(self, http: HttpClients, *, timeout: float) -> str:
-        return await self._cache.get(self._identity, lambda: self._fetch(timeout), name=self.name)
-
-    async def apply(self, request: OutgoingRequest, http: HttpClients, *, timeout: float) -> OutgoingRequest:
-        return request.with_header("Authorization", f"Bearer {await self.token(http, timeout=timeout)}")
-
-    async def _fetch(self, timeout: float) -> Token[str]:
+    async def _fetch(self, http: HttpClients, timeout: float) -> Token[str]:
+        # google-auth's own transport, on a thread: the pod's identity, at addresses the operator set up.
         try:
             return await asyncio.wait_for(asyncio.to_thread(self._refresh), timeout)
         except TimeoutError:

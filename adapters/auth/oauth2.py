@@ -14,14 +14,15 @@ from urllib.parse import quote
 from ..errors import AdapterError, SourceUnavailable
 from ..http import HttpClients, HttpEndpoint
 from ..sources import credentials_identity
-from .request import AuthProvider, OutgoingRequest, register_secrets
+from .bearer import BearerTokenProvider
+from .request import register_secrets
 from .token_endpoint import describe_endpoint, post_token_request, refused
 from .tokens import TOKENS, Token, TokenCache
 
 _DEFAULT_LIFETIME = 3600.0  # RFC 6749 makes expires_in optional; x/oauth2 then never refreshes, we do hourly
 
 
-class OAuth2ClientCredentials(AuthProvider):
+class OAuth2ClientCredentials(BearerTokenProvider):
     name = "OAuth2 token endpoint"
 
     def __init__(
@@ -51,18 +52,8 @@ class OAuth2ClientCredentials(AuthProvider):
         )
         register_secrets(client_secret)
 
-    @property
-    def identity(self) -> str:
-        return self._identity
-
     def addresses(self) -> list[tuple[str, str]]:
         return [(self._address_key, self.token_uri)]
-
-    async def token(self, http: HttpClients, *, timeout: float) -> str:
-        return await self._cache.get(self._identity, lambda: self._fetch(http, timeout), name=self.name)
-
-    async def apply(self, request: OutgoingRequest, http: HttpClients, *, timeout: float) -> OutgoingRequest:
-        return request.with_header("Authorization", f"Bearer {await self.token(http, timeout=timeout)}")
 
     async def _fetch(self, http: HttpClients, timeout: float) -> Token[str]:
         form: dict[str, str] = {"grant_type": "client_credentials"}

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import urlsplit
 
+from ..errors import SourceUnauthenticated
 from ..http import HttpClients, HttpEndpoint
 from ..redaction import SECRETS
 
@@ -60,6 +62,10 @@ class AuthProvider(ABC):
     def addresses(self) -> list[tuple[str, str]]:
         return []
 
+    def invalidate(self) -> None:
+        """The source refused what this provider sent: drop any cached token so the next request gets a new one."""
+        return  # static credentials have nothing to drop
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name} identity={self.identity}>"
 
@@ -93,8 +99,34 @@ async def send_json(
     )
 
 
+async def send_authenticated(
+    http: HttpClients,
+    request: OutgoingRequest,
+    providers: Sequence[AuthProvider],
+    *,
+    endpoint: HttpEndpoint,
+    source: str,
+    timeout: float,
+) -> Any:
+    """Add every provider's credentials, send, decode JSON: what an adapter calls for each query.
+
+    A 401 from the source names the providers that were used, and drops their cached tokens (a revoked
+    token must not be reused until it expires).
+    """
+    signed = await apply_all(providers, request, http, timeout=timeout)
+    try:
+        return await send_json(http, signed, endpoint=endpoint, source=source, timeout=timeout)
+    except SourceUnauthenticated as exc:
+        if not providers:
+            raise
+        for provider in providers:
+            provider.invalidate()
+        names = ", ".join(provider.name for provider in providers)
+        raise SourceUnauthenticated(f"{exc.message} (credentials sent: {names})") from None
+
+
 async def apply_all(
-    providers: list[AuthProvider], request: OutgoingRequest, http: HttpClients, *, timeout: float
+    providers: Sequence[AuthProvider], request: OutgoingRequest, http: HttpClients, *, timeout: float
 ) -> OutgoingRequest:
     """Run each provider in order; a signer (SigV4) must come last, since it signs what the others added."""
     for provider in providers:
