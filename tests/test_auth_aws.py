@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,13 +23,6 @@ TEMP = IssuedCredentials("ASIATEMPORARY", "temporary/secret+key+value", "session
 ROLE = "arn:aws:iam::123456789012:role/keda-scaler"
 # PromQL with spaces, '+', quotes, braces and '=': the query must arrive encoded exactly as signed.
 PROMQL = 'sum(rate(http_requests_total{job="api", code=~"5.."}[5m])) + 1'
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[HttpClients]:
-    clients = HttpClients()
-    yield clients
-    await clients.pool.close_all()
 
 
 @pytest.fixture

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,13 +16,6 @@ from tests.fixtures.auth_servers import EntraIdStandIn
 
 TENANT, CLIENT = "72f988bf-0000-0000-0000-2d7cd011db47", "b5b6e1b0-0000-0000-0000-0c8a3a8a0000"
 SCOPE = "https://prometheus.monitor.azure.com/.default"
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[HttpClients]:
-    clients = HttpClients()
-    yield clients
-    await clients.pool.close_all()
 
 
 @pytest.fixture

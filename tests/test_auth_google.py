@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,13 +18,6 @@ from tests.fixtures.auth_servers import GoogleTokenEndpoint
 from tests.fixtures.pubsub import PROJECT, google_isolated_env, service_account_key
 
 EMAIL = f"scaler@{PROJECT}.iam.gserviceaccount.com"
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[HttpClients]:
-    clients = HttpClients()
-    yield clients
-    await clients.pool.close_all()
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import pytest
 
@@ -41,13 +41,6 @@ def endpoint() -> Iterator[OAuth2TokenEndpoint]:
     server = OAuth2TokenEndpoint(CLIENT_ID, SECRET)
     yield server
     server.close()
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[HttpClients]:
-    clients = HttpClients()
-    yield clients
-    await clients.pool.close_all()
 
 
 def provider(endpoint: OAuth2TokenEndpoint, **options: object) -> OAuth2ClientCredentials:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import logging
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -16,13 +15,6 @@ from adapters.http import HttpClients, HttpEndpoint
 from tests.fixtures.auth_servers import RecordingSource
 
 PASSWORD, TOKEN = "basic-password-123", "bearer-token-456789"
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[HttpClients]:
-    clients = HttpClients()
-    yield clients
-    await clients.pool.close_all()
 
 
 async def sent(values: dict[str, str], source: RecordingSource, http: HttpClients) -> dict[str, str]:

@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from ..errors import SourceUnauthenticated, SourceUnavailable
-from ..http import HttpClients, HttpEndpoint
+from ..http import HttpClients
 from ..sources import credentials_identity
 from .files import read_token_file
 from .request import AuthProvider, OutgoingRequest, register_secrets
@@ -102,7 +102,6 @@ class AwsSigV4(AuthProvider):
             http,
             url,
             form,
-            endpoint=HttpEndpoint.for_url(url),
             timeout=timeout,
             provider="AWS STS",
             refused_what="the web identity token (AssumeRoleWithWebIdentity)",
@@ -123,7 +122,6 @@ class AwsSigV4(AuthProvider):
             http,
             url,
             {},
-            endpoint=HttpEndpoint.for_url(url),
             timeout=timeout,
             method="GET",
             provider="EKS Pod Identity agent",

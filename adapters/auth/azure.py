@@ -11,7 +11,7 @@ import os
 from collections.abc import Mapping
 
 from ..errors import SourceUnauthenticated, SourceUnavailable
-from ..http import HttpClients, HttpEndpoint
+from ..http import HttpClients
 from ..sources import credentials_identity
 from .bearer import BearerTokenProvider
 from .files import read_token_file
@@ -78,7 +78,6 @@ class AzureWorkloadIdentity(BearerTokenProvider):
             http,
             self.token_url,
             form,
-            endpoint=HttpEndpoint.for_url(self.token_url),
             timeout=timeout,
             provider="Azure AD token endpoint",
             refused_what="the workload identity's federated token",

@@ -15,7 +15,7 @@ import time
 from typing import Any
 
 from ..errors import InvalidMetadata, SourceUnauthenticated, SourceUnavailable
-from ..http import HttpClients, HttpEndpoint
+from ..http import HttpClients
 from ..sources import credentials_identity
 from .bearer import BearerTokenProvider
 from .oauth2 import expires_in
@@ -70,7 +70,6 @@ class GoogleServiceAccount(BearerTokenProvider):
             http,
             self.token_uri,
             {"grant_type": _JWT_BEARER, "assertion": assertion},
-            endpoint=HttpEndpoint.for_url(self.token_uri),
             timeout=timeout,
             provider=self.name,
             refused_what=f"the service account key of {self._info['client_email']}",

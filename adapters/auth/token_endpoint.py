@@ -47,9 +47,9 @@ async def post_token_request(
     url: str,
     form: Mapping[str, str],
     *,
-    endpoint: HttpEndpoint,
     timeout: float,
     provider: str,
+    endpoint: HttpEndpoint | None = None,
     refused_what: str,
     auth: tuple[str, str] | None = None,
     headers: Mapping[str, str] | None = None,
@@ -60,7 +60,7 @@ async def post_token_request(
     try:
         body = await http.get_json(
             url,
-            endpoint=endpoint,
+            endpoint=endpoint or HttpEndpoint.for_url(url),
             source=source,
             timeout=timeout,
             method=method,
