@@ -1,7 +1,7 @@
 """Azure workload identity (AKS): the pod's projected service account token is exchanged at Entra ID
 for an access token by client credentials with a client_assertion (what azure-identity's
 WorkloadIdentityCredential does). Done here with one form POST rather than azure-identity: that package
-and its msal/azure-core stack are ~10 MB and a sync HTTP client of their own, which would bypass the
+and its msal/azure-core stack are several MB and a sync HTTP client of their own, which would bypass the
 project's response caps and redaction.
 """
 

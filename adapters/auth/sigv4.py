@@ -1,6 +1,7 @@
 """AWS Signature Version 4, as the AWS General Reference describes it (a pure function of request,
-credentials and time). Written here rather than taken from botocore: botocore is ~25 MB and pulls in its
-own HTTP stack for one HMAC chain; the tests check these signatures with botocore's own signer.
+credentials and time). Written here rather than taken from botocore: botocore is 32 MB installed and brings
+its own HTTP stack and credential chain for one HMAC chain; the tests check these signatures with
+botocore's own signer.
 """
 
 from __future__ import annotations
