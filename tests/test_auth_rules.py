@@ -149,7 +149,7 @@ def test_oauth_reads_kedas_scope_alias_and_endpoint_params_and_declares_its_toke
         ),
     ],
 )
-def test_the_pods_own_identity_goes_only_to_its_clouds_managed_endpoint(
+def test_cloud_credentials_go_only_to_their_clouds_managed_endpoint(
     pod_identity: str, server: str, env: dict[str, str]
 ) -> None:
     values = {"serverAddress": server, "podIdentity": pod_identity, "awsRegion": "eu-west-1"}
@@ -247,3 +247,13 @@ async def test_no_secret_reaches_debug_logs_while_sending(
             http,
         )
     assert PASSWORD not in caplog.text and TOKEN not in caplog.text
+
+
+def test_a_named_connections_google_key_is_not_sent_to_a_server_the_trigger_chose() -> None:
+    from tests.fixtures.pubsub import service_account_key
+
+    key, _ = service_account_key("key-1", "https://oauth2.googleapis.com/token")
+    with pytest.raises(InvalidMetadata) as caught:
+        prometheus_auth({"serverAddress": "https://collector.example/", "credentials": key})
+    assert caught.value.key == "serverAddress" and "Google credentials are sent only" in caught.value.message
+    assert "PRIVATE KEY" not in caught.value.message

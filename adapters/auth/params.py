@@ -9,8 +9,8 @@ from ..errors import InvalidMetadata
 from ..sources import credentials_identity
 from .request import AuthProvider
 
-# How KEDA matches a managed offering's host, for the ambient identities (the pod's own token must never
-# go to a host a tenant chose). The operator may add hosts (a proxy, a test stand-in).
+# The managed offerings' hosts: cloud credentials (above all the pod's own) must never go to a host a
+# tenant chose. The operator may add hosts (a proxy, a test stand-in).
 GOOGLE_HOSTS = ("monitoring.googleapis.com",)
 AZURE_HOST_SUFFIXES = (".prometheus.monitor.azure.com", ".prometheus.monitor.azure.us", ".prometheus.monitor.azure.cn")
 AWS_HOST_PREFIX, AWS_HOST_SUFFIX = "aps-workspaces.", ".amazonaws.com"
@@ -54,6 +54,6 @@ def check_cloud_host(url: str, cloud: str, extra_hosts: tuple[str, ...], *, key:
         return
     raise InvalidMetadata(
         key,
-        f"the scaler's own {cloud} identity is sent only to {cloud}'s managed Prometheus endpoint "
+        f"{cloud} credentials are sent only to {cloud}'s managed Prometheus endpoint "
         "(or to a host the operator lists in auth_cloud_hosts), not to '" + host[:100] + "'",
     )

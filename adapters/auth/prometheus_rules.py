@@ -188,12 +188,14 @@ def _cloud(values: Mapping[str, str], pod_identity: str) -> str:
 def _cloud_provider(
     cloud: str, values: Mapping[str, str], environ: Mapping[str, str] | None, hosts: tuple[str, ...], cache: TokenCache
 ) -> AuthProvider:
+    # Cloud credentials, the pod's own or a named connection's, go only to that cloud's managed endpoint
+    # (or a host the operator lists): a trigger that may set serverAddress must not collect the token.
     address = get(values, "serverAddress")
     if cloud == "gcp":
+        check_cloud_host(address, "Google", hosts)
         key = get(values, "credentials")
         if key:
             return GoogleServiceAccount(key, scopes=(MONITORING_READ,), cache=cache)
-        check_cloud_host(address, "Google", hosts)
         return GoogleDefaultCredentials(scopes=(MONITORING_READ,), cache=cache)
     if cloud == "aws":
         region = get(values, "awsRegion")
@@ -203,8 +205,7 @@ def _cloud_provider(
         if bool(key_id) != bool(secret):
             raise InvalidMetadata("awsAccessKeyID", "awsAccessKeyID and awsSecretAccessKey must be given together")
         static = AwsCredentials(key_id, secret, get(values, "awsSessionToken")) if key_id else None
-        if static is None:
-            check_cloud_host(address, "AWS", hosts)
+        check_cloud_host(address, "AWS", hosts)
         return AwsSigV4(region, static=static, environ=environ, cache=cache)
     check_cloud_host(address, "Azure", hosts)
     return AzureWorkloadIdentity(_azure_scope(values), environ=environ, cache=cache)
