@@ -23,7 +23,7 @@ import tempfile
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 from .errors import SourcePrecondition, SourceUnavailable
@@ -130,11 +130,16 @@ def allowed_dirs(dirs: Sequence[str]) -> tuple[tuple[str, str], ...]:
 
 @dataclass(frozen=True, slots=True)
 class TlsFiles:
-    """The TLS files of one client: paths from metadata (keys caFile, certFile, keyFile)."""
+    """The TLS material of one client: paths from metadata (keys caFile, certFile, keyFile), or PEM contents
+    (KEDA's keys ca, cert, key, keyPassword), which win over the paths."""
 
     ca_file: str = ""
     cert_file: str = ""
     key_file: str = ""
+    ca_pem: str = field(default="", repr=False)
+    cert_pem: str = field(default="", repr=False)
+    key_pem: str = field(default="", repr=False)
+    key_password: str = field(default="", repr=False)
 
 
 async def client_tls_context(files: TlsFiles, *, verify: bool) -> ssl.SSLContext:
@@ -144,38 +149,54 @@ async def client_tls_context(files: TlsFiles, *, verify: bool) -> ssl.SSLContext
 
 def _build_context(files: TlsFiles, verify: bool) -> ssl.SSLContext:
     cadata = None
-    if verify and files.ca_file:
-        blocks = _PEM_CERTIFICATE.findall(read_regular("caFile", files.ca_file, MAX_TLS_BYTES))
+    ca_key, ca_failed = ("ca", pem_unusable) if files.ca_pem else ("caFile", unusable)
+    if verify and (files.ca_pem or files.ca_file):
+        raw = files.ca_pem.encode() if files.ca_pem else read_regular("caFile", files.ca_file, MAX_TLS_BYTES)
+        blocks = _PEM_CERTIFICATE.findall(raw)
         if not blocks:
-            raise unusable("caFile", "it holds no PEM certificate")
+            raise ca_failed(ca_key, "it holds no PEM certificate")
         cadata = b"\n".join(blocks).decode("ascii", "replace")
     try:
         # Without cadata this loads the system's CA store: the scaler image's files, read here off the loop.
         context = ssl.create_default_context(cadata=cadata)
     except ssl.SSLError as exc:
-        raise unusable("caFile", f"its certificates cannot be loaded ({_reason(exc)})") from None
+        raise ca_failed(ca_key, f"its certificates cannot be loaded ({_reason(exc)})") from None
     if not verify:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
-    if files.cert_file:
+    if files.cert_pem:
+        # PEM contents from metadata: loaded from memory (a memfd), never written where others could read.
+        _load_cert_chain(context, files.cert_pem.encode(), files.key_pem.encode() or None, files.key_password, pem=True)
+    elif files.cert_file:
         cert = read_regular("certFile", files.cert_file, MAX_TLS_BYTES)
         key = read_regular("keyFile", files.key_file, MAX_TLS_BYTES) if files.key_file else None
         _load_cert_chain(context, cert, key)
     return context
 
 
-def _load_cert_chain(context: ssl.SSLContext, cert: bytes, key: bytes | None) -> None:
+def pem_unusable(key: str, reason: str) -> SourcePrecondition:
+    return SourcePrecondition(f"metadata key '{key}': the PEM contents cannot be used: {reason}")
+
+
+def _load_cert_chain(
+    context: ssl.SSLContext, cert: bytes, key: bytes | None, password: str = "", *, pem: bool = False
+) -> None:
+    cert_key, key_key = ("cert", "key") if pem else ("certFile", "keyFile")
+    failed = pem_unusable if pem else unusable
     with contextlib.ExitStack() as stack:
         cert_path = stack.enter_context(_memory_file(cert))
         key_path = stack.enter_context(_memory_file(key)) if key is not None else None
         try:
-            # A password callback that refuses: without one OpenSSL would prompt on the terminal for an
-            # encrypted key, and there is no password key in the metadata anyway.
-            context.load_cert_chain(cert_path, key_path, password=_no_password)
+            # Without a password, a callback that refuses: otherwise OpenSSL would prompt on the terminal
+            # for an encrypted key.
+            context.load_cert_chain(cert_path, key_path, password=password.encode() if password else _no_password)
         except ssl.SSLError as exc:
-            raise unusable("certFile", f"the certificate and key cannot be used ({_reason(exc)})") from None
+            if password and "bad decrypt" in str(exc).lower():
+                raise failed("keyPassword", "it does not decrypt the key") from None
+            raise failed(cert_key, f"the certificate and key cannot be used ({_reason(exc)})") from None
         except _EncryptedKey:
-            raise unusable("keyFile", "the key is encrypted; give an unencrypted key") from None
+            what = "give keyPassword or an unencrypted key" if pem else "give an unencrypted key"
+            raise failed(key_key, f"the key is encrypted; {what}") from None
 
 
 def _reason(exc: ssl.SSLError) -> str:

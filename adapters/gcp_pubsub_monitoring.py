@@ -116,7 +116,6 @@ class MonitoringReader:
             url,
             [("query", query)],
             headers=headers,
-            auth=None,
             endpoint=HttpEndpoint.for_url(url),
             timeout=timeout,
             source=source,

@@ -13,7 +13,7 @@ import base64
 import json
 import ssl
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -57,6 +57,11 @@ class HttpEndpoint:
     ca_file: str | None = None
     cert_file: str | None = None
     key_file: str | None = None
+    # PEM contents (KEDA's `ca`, `cert`, `key`, `keyPassword`): never printed; they win over the files.
+    ca_pem: str = field(default="", repr=False)
+    cert_pem: str = field(default="", repr=False)
+    key_pem: str = field(default="", repr=False)
+    key_password: str = field(default="", repr=False)
 
     @classmethod
     def for_url(
@@ -67,13 +72,29 @@ class HttpEndpoint:
         ca_file: str | None = None,
         cert_file: str | None = None,
         key_file: str | None = None,
+        ca_pem: str = "",
+        cert_pem: str = "",
+        key_pem: str = "",
+        key_password: str = "",
     ) -> HttpEndpoint:
         parts = urlsplit(url)
         host = parts.hostname or ""
         if ":" in host:
             host = f"[{host}]"
         port = f":{parts.port}" if parts.port else ""
-        return cls(f"{parts.scheme}://{host}{port}", verify, ca_file, cert_file, key_file)
+        origin = f"{parts.scheme}://{host}{port}"
+        return cls(origin, verify, ca_file, cert_file, key_file, ca_pem, cert_pem, key_pem, key_password)
+
+    def tls_files(self) -> TlsFiles:
+        return TlsFiles(
+            self.ca_file or "",
+            self.cert_file or "",
+            self.key_file or "",
+            self.ca_pem,
+            self.cert_pem,
+            self.key_pem,
+            self.key_password,
+        )
 
 
 # A pooled client is keyed by its endpoint and the addresses it may connect to: a client never connects
@@ -225,10 +246,10 @@ def describe_size(size: int) -> str:
 
 async def _tls_verification(endpoint: HttpEndpoint) -> ssl.SSLContext | bool:
     # True/False need no context of ours: aiohttp's default verifies with the system store, False skips it.
-    if not (endpoint.cert_file or (endpoint.verify and endpoint.ca_file)):
+    has_ca = endpoint.ca_file or endpoint.ca_pem
+    if not (endpoint.cert_file or endpoint.cert_pem or (endpoint.verify and has_ca)):
         return endpoint.verify
-    files = TlsFiles(endpoint.ca_file or "", endpoint.cert_file or "", endpoint.key_file or "")
-    return await client_tls_context(files, verify=endpoint.verify)
+    return await client_tls_context(endpoint.tls_files(), verify=endpoint.verify)
 
 
 def raise_for_status(status: int, body: bytes, source: str) -> None:

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 from urllib.parse import unquote, urlsplit, urlunsplit
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, PrivateAttr, SecretStr, field_validator, model_validator
 
 from .api import (
     Adapter,
@@ -29,10 +29,8 @@ from .api import (
     credentials_identity,
     strip_userinfo,
 )
+from .auth import AuthProvider, OutgoingRequest, PrometheusAuth, prometheus_auth, send_authenticated
 
-AUTH_MODES = ("apiKey", "basic", "bearer", "custom", "oauth", "tls")  # KEDA's authentication.Config
-_EXCLUSIVE = ("bearer", "basic", "oauth")
-_NOT_YET = ("apiKey", "oauth")  # valid for KEDA; sending them is not implemented here yet
 Aggregation = Literal["sum", "max", "min", "avg"]
 
 
@@ -94,7 +92,7 @@ class PrometheusMetadata(TriggerMetadata):
     auth_modes: str = Field(
         "",
         validation_alias=aliases("authModes", "authMode"),
-        description="Comma list of basic, bearer, custom, tls (apiKey, oauth: not yet); each sends only its own "
+        description="Comma list of apiKey, basic, bearer, custom, oauth, tls; each sends only its own "
         "credentials; bearer, basic and oauth exclude each other; unset: inferred from the credentials",
     )
     username: str = Field("", description="Basic auth user")
@@ -104,22 +102,47 @@ class PrometheusMetadata(TriggerMetadata):
         validation_alias=aliases("bearerToken", "token"),
         description="Bearer token (prefer a named connection)",
     )
-    cert: SecretStr = Field(SecretStr(""), description="Client certificate PEM (KEDA's key; not yet: use certFile)")
-    key: SecretStr = Field(SecretStr(""), description="Client key PEM (KEDA's key; not yet: use keyFile)")
-    ca: str = Field("", description="CA PEM (KEDA's key; not yet: use caFile)")
-    oauth_token_uri: str = Field("", alias="oauthTokenURI", description="oauth: token endpoint (not yet)")
-    client_id: str = Field("", alias="clientID", description="oauth: client id (not yet)")
-    client_secret: SecretStr = Field(SecretStr(""), alias="clientSecret", description="oauth: secret (not yet)")
-    scopes: str = Field("", validation_alias=aliases("scopes", "scope"), description="oauth: scopes (not yet)")
-    endpoint_params: str = Field("", description="oauth: extra token request parameters (not yet)")
-    api_key: SecretStr = Field(SecretStr(""), description="apiKey: the key (not yet)")
-    method: Literal["header", "query"] = Field("header", description="apiKey: header or query (not yet)")
-    key_param_name: str = Field("", description="apiKey: header or parameter name (not yet)")
+    cert: SecretStr = Field(SecretStr(""), description="`tls`: client certificate, PEM contents")
+    key: SecretStr = Field(SecretStr(""), description="`tls`: client key, PEM contents")
+    ca: str = Field("", description="CA certificates, PEM contents, for a private CA")
+    oauth_token_uri: str = Field("", alias="oauthTokenURI", description="`oauth`: the token endpoint URL")
+    client_id: str = Field("", alias="clientID", description="`oauth`: client id")
+    client_secret: SecretStr = Field(SecretStr(""), alias="clientSecret", description="`oauth`: client secret")
+    scopes: str = Field("", validation_alias=aliases("scopes", "scope"), description="`oauth`: scopes, comma list")
+    endpoint_params: str = Field("", description="`oauth`: extra token request parameters, `a=b&c=d`")
+    api_key: SecretStr = Field(SecretStr(""), description="`apiKey`: the key")
+    method: Literal["header", "query"] = Field("header", description="`apiKey`: sent as a header or a query parameter")
+    key_param_name: str = Field(
+        "", description="`apiKey`: header or parameter name (default X-API-KEY, or api_key with `method: query`)"
+    )
     custom_auth_header: str = Field("", description="Header name for `custom` auth")
     custom_auth_value: SecretStr = Field(SecretStr(""), description="Header value for `custom` auth")
     ca_file: str = Field("", description="CA bundle path in the scaler pod, for a private CA")
     cert_file: str = Field("", description="Client certificate path in the scaler pod (`tls` auth)")
     key_file: str = Field("", description="Client key path in the scaler pod (`tls` auth)")
+    pod_identity: str = Field(
+        "",
+        description="The scaler pod's own cloud identity (KEDA's TriggerAuthentication podIdentity.provider): "
+        "gcp, aws or azure-workload; for the clouds' managed Prometheus only",
+    )
+    credentials: SecretStr = Field(
+        SecretStr(""), description="Google service account key JSON (KEDA's credentialsFromEnv), for Managed Prometheus"
+    )
+    aws_region: str = Field("", description="AWS region of the Amazon Managed Prometheus workspace (SigV4)")
+    aws_access_key_id: str = Field("", alias="awsAccessKeyID", description="AWS access key id (SigV4)")
+    aws_secret_access_key: SecretStr = Field(
+        SecretStr(""), alias="awsSecretAccessKey", description="AWS secret access key (SigV4)"
+    )
+    aws_session_token: SecretStr = Field(SecretStr(""), description="AWS session token (SigV4, temporary keys)")
+    cloud: str = Field(
+        "", description="`azure-workload`: AzurePublicCloud (default), AzureUSGovernmentCloud, AzureChinaCloud, Private"
+    )
+    azure_managed_prometheus_resource_url: str = Field(
+        "",
+        alias="azureManagedPrometheusResourceURL",
+        description="`azure-workload` with `cloud: Private`: the token scope's resource URL",
+    )
+    _auth: PrometheusAuth = PrivateAttr(default_factory=PrometheusAuth)
 
     @field_validator("server_address")
     @classmethod
@@ -162,65 +185,48 @@ class PrometheusMetadata(TriggerMetadata):
 
     @model_validator(mode="after")
     def _check_auth(self) -> PrometheusMetadata:
-        modes = self.modes
-        unknown = [m for m in modes if m not in AUTH_MODES]
-        if unknown:
-            raise ValueError(f"authModes: unknown mode '{unknown[0][:40]}'; accepted: {', '.join(AUTH_MODES)}")
-        exclusive = [m for m in modes if m in _EXCLUSIVE]
-        if len(exclusive) > 1:
-            raise ValueError(f"authModes: {' and '.join(exclusive)} exclude each other; give only one of them")
-        # What each mode needs, as KEDA's authentication.Config.Validate checks it.
-        needs = {
-            "basic": (bool(self.username), "`username`"),
-            "bearer": (bool(self.bearer_token.get_secret_value()), "`bearerToken`"),
-            "custom": (
-                bool(self.custom_auth_header and self.custom_auth_value.get_secret_value()),
-                "`customAuthHeader` and `customAuthValue`",
-            ),
-            "tls": (
-                bool(self.cert_file and self.key_file)
-                or bool(self.cert.get_secret_value() and self.key.get_secret_value()),
-                "`cert` and `key` (or `certFile` and `keyFile`)",
-            ),
-            "oauth": (bool(self.oauth_token_uri and self.client_id), "`oauthTokenURI` and `clientID`"),
-            "apiKey": (bool(self.api_key.get_secret_value()), "`apiKey`"),
-        }
-        for mode in modes:
-            present, what = needs[mode]
-            if not present:
-                raise ValueError(f"authModes: '{mode}' needs {what}")
-        for mode in modes:
-            if mode in _NOT_YET:
-                raise ValueError(f"authModes: '{mode}' is valid in KEDA but not supported by this scaler yet")
-        if self.cert.get_secret_value() or self.key.get_secret_value() or self.ca:
-            key = "cert" if self.cert.get_secret_value() else "key" if self.key.get_secret_value() else "ca"
-            raise ValueError(f"{key}: PEM contents are not supported by this scaler yet; use caFile/certFile/keyFile")
         if bool(self.cert_file) != bool(self.key_file):
             raise ValueError("certFile: `certFile` and `keyFile` must be given together")
+        if (self.cert.get_secret_value() or self.key.get_secret_value()) and self.cert_file:
+            raise ValueError("cert: give the client certificate as `cert`/`key` or as `certFile`/`keyFile`, not both")
+        if self.ca and self.ca_file:
+            raise ValueError("ca: give the CA as `ca` or as `caFile`, not both")
+        # One validation for every auth key, the shared layer's (KEDA's rules); it names the key it refuses.
+        self._auth = prometheus_auth(self._auth_values())
         return self
+
+    def _auth_values(self) -> dict[str, str]:
+        """The auth keys under KEDA's names, as the shared auth layer reads them."""
+        values: dict[str, str] = {}
+        for name, field in type(self).model_fields.items():
+            value = getattr(self, name)
+            text = value.get_secret_value() if isinstance(value, SecretStr) else value
+            if isinstance(text, str) and text:
+                values[field.alias or name] = text
+        values["authModes"] = self.auth_modes
+        values["bearerToken"] = self.bearer_token.get_secret_value()
+        parts = urlsplit(self.server_address)
+        listed = [m.strip() for m in self.auth_modes.split(",") if m.strip()]
+        if not self.username and parts.username and (not listed or "basic" in listed):
+            # Userinfo in serverAddress is basic auth (this scaler's habit before authModes).
+            values["username"], values["password"] = unquote(parts.username), unquote(parts.password or "")
+        return values
+
+    @property
+    def auth(self) -> PrometheusAuth:
+        return self._auth
 
     @property
     def modes(self) -> list[str]:
-        return [m.strip() for m in self.auth_modes.split(",") if m.strip()]
-
-    def sends(self, mode: str) -> bool:
-        """Whether a mode's credentials are sent: only the listed modes' (KEDA), or, with no authModes,
-        whichever credentials are given (an extra: KEDA would send none)."""
-        return mode in self.modes if self.modes else True
-
-    @property
-    def basic_auth(self) -> tuple[str, str] | None:
-        if not self.sends("basic"):
-            return None
-        user, password = self.username, self.password.get_secret_value()
-        parts = urlsplit(self.server_address)
-        if not user and parts.username:
-            user, password = unquote(parts.username), unquote(parts.password or "")
-        return (user, password) if user else None
+        return list(self._auth.modes)
 
     @property
     def base_url(self) -> str:
         return strip_userinfo(self.server_address).rstrip("/")
+
+    def embedded_addresses(self) -> list[tuple[str, str]]:
+        # Token endpoints named in metadata (oauthTokenURI, a Google key's token_uri): the egress policy checks them.
+        return self._auth.addresses()
 
     def secrets(self) -> list[str]:
         found = super().secrets()
@@ -230,13 +236,8 @@ class PrometheusMetadata(TriggerMetadata):
         return [*found, *headers, unquote(password)] if password else [*found, *headers]
 
     def headers(self) -> dict[str, str]:
-        headers = dict(parse_pairs("customHeaders", self.custom_headers))
-        token = self.bearer_token.get_secret_value()
-        if token and self.sends("bearer"):
-            headers["Authorization"] = f"Bearer {token}"
-        if self.custom_auth_header and self.custom_auth_value.get_secret_value() and self.sends("custom"):
-            headers[self.custom_auth_header] = self.custom_auth_value.get_secret_value()
-        return headers
+        """The trigger's own headers (customHeaders); credentials are added by the auth providers."""
+        return dict(parse_pairs("customHeaders", self.custom_headers))
 
     def params(self) -> list[tuple[str, str]]:
         params = [("query", self.query), *parse_pairs("queryParameters", self.query_parameters)]
@@ -251,29 +252,32 @@ class PrometheusAdapter(Adapter[PrometheusMetadata]):
     description = "The value of a PromQL instant query (any Prometheus-compatible API)"
 
     def source_key(self, metadata: PrometheusMetadata) -> SourceKey:
-        basic = metadata.basic_auth
+        auth = metadata.auth
         return SourceKey(
             adapter=self.name,
             endpoint=metadata.base_url,
             object=metadata.query,
             mode=metadata.aggregation or "",
-            identity=credentials_identity(
-                *(basic or ("", "")),
-                metadata.bearer_token.get_secret_value(),
-                metadata.custom_auth_header,
-                metadata.custom_auth_value.get_secret_value(),
-                metadata.cert_file,
-            ),
+            # A digest of every credential sent (the providers' identities), never a secret.
+            identity=credentials_identity(auth.identity, metadata.cert_file if "tls" in auth.modes else ""),
             # Headers and parameters can select another tenant or change the answer; TLS settings can
             # turn a failure into a reading, so triggers that differ in them must not share one.
             options=(
-                ("tls", f"verify={not metadata.unsafe_ssl};ca={metadata.ca_file};cert={metadata.cert_file}"),
+                (
+                    "tls",
+                    f"verify={not metadata.unsafe_ssl};ca={metadata.ca_file};"
+                    f"ca_pem={credentials_identity(metadata.ca)};cert={metadata.cert_file}",
+                ),
                 ("headers", metadata.custom_headers),
                 ("params", metadata.query_parameters),
                 ("namespace", metadata.namespace),
                 ("nulls", str(metadata.ignore_null_values)),
             ),
         )
+
+    def uses_ambient_credentials(self, metadata: PrometheusMetadata) -> bool:
+        # podIdentity gcp / aws / azure-workload: the scaler pod's own ADC, IRSA / Pod Identity, Workload Identity.
+        return metadata.auth.ambient
 
     def keda_metric_name(self, metadata: PrometheusMetadata) -> str:
         return "prometheus"
@@ -285,12 +289,17 @@ class PrometheusAdapter(Adapter[PrometheusMetadata]):
         return metadata.timeout or None
 
     def endpoint(self, metadata: PrometheusMetadata) -> HttpEndpoint:
+        auth = metadata.auth
+        tls = "tls" in auth.modes  # as in KEDA, the client certificate is sent only in `tls` mode
         return HttpEndpoint.for_url(
             metadata.base_url,
             verify=not metadata.unsafe_ssl,
             ca_file=metadata.ca_file or None,
-            cert_file=metadata.cert_file or None,
-            key_file=metadata.key_file or None,
+            cert_file=(metadata.cert_file or None) if tls else None,
+            key_file=(metadata.key_file or None) if tls else None,
+            ca_pem=metadata.ca,
+            cert_pem=auth.cert if tls else "",
+            key_pem=auth.key if tls else "",
         )
 
     async def query(self, metadata: PrometheusMetadata, timeout: float) -> Any:
@@ -300,7 +309,7 @@ class PrometheusAdapter(Adapter[PrometheusMetadata]):
             metadata.base_url,
             metadata.params(),
             headers=metadata.headers(),
-            auth=metadata.basic_auth,
+            providers=metadata.auth.providers,
             endpoint=self.endpoint(metadata),
             timeout=timeout,
             source=f"Prometheus at {metadata.base_url}",
@@ -332,7 +341,7 @@ async def instant_query(
     params: list[tuple[str, str]],
     *,
     headers: Mapping[str, str],
-    auth: tuple[str, str] | None,
+    providers: Sequence[AuthProvider] = (),
     endpoint: HttpEndpoint,
     timeout: float,
     source: str,
@@ -342,19 +351,15 @@ async def instant_query(
 
     The one PromQL client of the project: any Prometheus-compatible API (Prometheus, Thanos, Cloud
     Monitoring's PromQL endpoint for the Pub/Sub adapter) is read through here. An answer longer than
-    `max_bytes` is refused unparsed, with the limit in the message.
+    `max_bytes` is refused unparsed, with the limit in the message. `providers` add the credentials
+    (adapters/auth); a 401 names them.
     """
     parts = urlsplit(base_url)
     url = urlunsplit((parts.scheme, parts.netloc, parts.path.rstrip("/") + "/api/v1/query", "", ""))
-    body = await http.get_json(
-        url,
-        endpoint=endpoint,
-        source=source,
-        timeout=timeout,
-        params=params,
-        headers=headers,
-        auth=auth,
-        max_bytes=max_bytes,
+    # The trigger's own headers go in first: a signer (SigV4) signs them with the rest.
+    request = OutgoingRequest("GET", url, tuple(params), tuple(headers.items()))
+    body = await send_authenticated(
+        http, request, providers, endpoint=endpoint, source=source, timeout=timeout, max_bytes=max_bytes
     )
     if not isinstance(body, dict) or body.get("status") != "success" or not isinstance(body.get("data"), dict):
         raise SourceUnavailable(f"{source} did not answer with a query result")

@@ -13,6 +13,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from adapters.api import AdapterContext, AdapterRegistry, HttpClients
+from adapters.auth.params import set_cloud_hosts
 
 from ._generated import externalscaler_pb2 as pb
 from .cache import MeasurementCache
@@ -41,6 +42,8 @@ class ScalerServer:
     def __init__(self, settings: Settings, registry: AdapterRegistry | None = None) -> None:
         self.settings = settings
         self.metrics = ScalerMetrics(settings.series_ttl)
+        # Before any metadata is parsed: which hosts besides the clouds' own may receive cloud credentials.
+        set_cloud_hosts(settings.auth_cloud_hosts)
         egress = EgressPolicy(
             settings.egress_allow,
             allow_inline=settings.allow_inline_addresses,

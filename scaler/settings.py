@@ -137,6 +137,11 @@ class Settings(BaseSettings):
         description="Where trigger metadata may point: hosts (`*.svc` wildcards), CIDRs, URL prefixes, "
         "comma-separated. Empty: anywhere but link-local and metadata servers (docs/SECURITY.md)",
     )
+    auth_cloud_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Hosts that may receive cloud credentials (Google, AWS, Azure: the pod's own or a connection's) "
+        "besides the clouds' managed Prometheus endpoints, e.g. a proxy; comma-separated",
+    )
     allow_inline_addresses: bool = Field(
         True, description="When false, triggers may not set a source address themselves: only named connections"
     )
@@ -165,7 +170,12 @@ class Settings(BaseSettings):
         return value.upper() if isinstance(value, str) else value
 
     @field_validator(
-        "egress_allow", "ambient_credentials_namespaces", "trigger_file_dirs", "egress_nameservers", mode="before"
+        "egress_allow",
+        "ambient_credentials_namespaces",
+        "trigger_file_dirs",
+        "egress_nameservers",
+        "auth_cloud_hosts",
+        mode="before",
     )
     @classmethod
     def _split_list(cls, value: Any) -> Any:

@@ -14,6 +14,18 @@ from .request import AuthProvider
 GOOGLE_HOSTS = ("monitoring.googleapis.com",)
 AZURE_HOST_SUFFIXES = (".prometheus.monitor.azure.com", ".prometheus.monitor.azure.us", ".prometheus.monitor.azure.cn")
 AWS_HOST_PREFIX, AWS_HOST_SUFFIX = "aps-workspaces.", ".amazonaws.com"
+# The operator's extra hosts (setting auth_cloud_hosts), set once at start by the server. A process-wide
+# value rather than an argument: metadata models validate without the engine's context, and the answer
+# must be the same wherever a model is parsed (GetMetricSpec, `scaler check`, a named connection).
+_operator_hosts: list[tuple[str, ...]] = [()]
+
+
+def set_cloud_hosts(hosts: tuple[str, ...] | list[str]) -> None:
+    _operator_hosts[0] = tuple(h.strip().lower() for h in hosts if h.strip())
+
+
+def cloud_hosts() -> tuple[str, ...]:
+    return _operator_hosts[0]
 
 
 def get(values: Mapping[str, str], *names: str) -> str:

@@ -28,6 +28,7 @@ from .azure import MANAGED_PROMETHEUS_SCOPES, AzureWorkloadIdentity
 from .google import MONITORING_READ, GoogleDefaultCredentials, GoogleServiceAccount
 from .oauth2 import OAuth2ClientCredentials
 from .params import check_cloud_host, combined_identity, endpoint_params, get, split_list
+from .params import cloud_hosts as configured_cloud_hosts
 from .request import AuthProvider, OutgoingRequest, apply_all
 from .sigv4 import AwsCredentials
 from .static import ApiKey, BasicAuth, HeaderCredential
@@ -64,7 +65,7 @@ def prometheus_auth(
     values: Mapping[str, str],
     *,
     environ: Mapping[str, str] | None = None,
-    cloud_hosts: tuple[str, ...] = (),
+    cloud_hosts: tuple[str, ...] | None = None,
     cache: TokenCache = TOKENS,
 ) -> PrometheusAuth:
     """Validate and build. `values` are the trigger's keys after `xFromEnv` resolution (KEDA's names).
@@ -83,7 +84,8 @@ def prometheus_auth(
     for mode in modes:
         providers += _mode_provider(mode, values, cache)
     if cloud:
-        providers.append(_cloud_provider(cloud, values, environ, cloud_hosts, cache))
+        hosts = configured_cloud_hosts() if cloud_hosts is None else cloud_hosts
+        providers.append(_cloud_provider(cloud, values, environ, hosts, cache))
     pem = {k: get(values, k) for k in ("ca", "cert", "key")} if "tls" in modes or get(values, "ca") else {}
     return PrometheusAuth(
         modes=tuple(modes),
@@ -119,7 +121,7 @@ def _inferred(values: Mapping[str, str]) -> list[str]:
         "custom": bool(get(values, "customAuthHeader") or get(values, "customAuthValue")),
         "oauth": bool(get(values, "oauthTokenURI")),
         "apiKey": bool(get(values, "apiKey")),
-        "tls": bool(get(values, "cert") or get(values, "key")),
+        "tls": bool(get(values, "cert") or get(values, "key") or get(values, "certFile")),
     }
     return [mode for mode in MODES if found[mode]]
 
@@ -146,7 +148,8 @@ def _mode_provider(mode: str, values: Mapping[str, str], cache: TokenCache) -> l
         if not (uri and client_id):
             raise InvalidMetadata("oauthTokenURI", "oauthTokenURI and clientID are required when oauth is enabled")
         return [oauth2_provider(values, cache)]
-    if not (get(values, "cert") and get(values, "key")):  # tls
+    # tls: KEDA's PEM contents, or this scaler's files in the pod (certFile/keyFile).
+    if not (get(values, "cert") and get(values, "key")) and not (get(values, "certFile") and get(values, "keyFile")):
         raise InvalidMetadata("cert", "cert and key are required when tls auth is enabled")
     return []  # TLS is the connection's, not a header
 

@@ -9,7 +9,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..errors import SourceUnauthenticated
-from ..http import HttpClients, HttpEndpoint
+from ..http import MAX_RESPONSE_BYTES, HttpClients, HttpEndpoint
 from ..redaction import SECRETS
 
 
@@ -84,6 +84,7 @@ async def send_json(
     endpoint: HttpEndpoint,
     source: str,
     timeout: float,
+    max_bytes: int = MAX_RESPONSE_BYTES,
 ) -> Any:
     """Send a bodiless request (as the sources' GETs are) through the project's HTTP client."""
     if request.body:
@@ -96,6 +97,7 @@ async def send_json(
         params=list(request.params) or None,
         headers=request.header_dict(),
         method=request.method,
+        max_bytes=max_bytes,
     )
 
 
@@ -107,6 +109,7 @@ async def send_authenticated(
     endpoint: HttpEndpoint,
     source: str,
     timeout: float,
+    max_bytes: int = MAX_RESPONSE_BYTES,
 ) -> Any:
     """Add every provider's credentials, send, decode JSON: what an adapter calls for each query.
 
@@ -115,7 +118,7 @@ async def send_authenticated(
     """
     signed = await apply_all(providers, request, http, timeout=timeout)
     try:
-        return await send_json(http, signed, endpoint=endpoint, source=source, timeout=timeout)
+        return await send_json(http, signed, endpoint=endpoint, source=source, timeout=timeout, max_bytes=max_bytes)
     except SourceUnauthenticated as exc:
         if not providers:
             raise
