@@ -94,3 +94,28 @@ def test_cert_without_key_is_invalid_argument(
         scaler.spec(meta(tls_prometheus, certFile=str(pki.root / "only-cert.pem")))
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "certFile" in err.value.details()
+
+
+def test_pem_contents_in_ca_cert_and_key_read_the_value_as_in_keda(
+    scaler: ScalerProcess, tls_prometheus: PrometheusServer, pki: Pki
+) -> None:
+    crt, key = pki.issue("keda-client-pem", server=False)
+    pem = {"ca": pki.ca.read_text(), "cert": crt.read_text(), "key": key.read_text(), "authModes": "tls"}
+    assert scaler.value(meta(tls_prometheus, **pem)) == 9
+    # Without `tls` in authModes the certificate is not sent (KEDA): the server requires one.
+    with pytest.raises(grpc.RpcError) as err:
+        scaler.value(
+            meta(tls_prometheus, ca=pem["ca"], cert=pem["cert"], key=pem["key"], authModes="basic", username="u")
+        )
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_pem_contents_that_are_not_a_key_are_refused_naming_the_key_without_echoing_it(
+    scaler: ScalerProcess, tls_prometheus: PrometheusServer, pki: Pki
+) -> None:
+    crt, _ = pki.issue("keda-client-bad", server=False)
+    bad_key = "-----BEGIN PRIVATE KEY-----\nbm90LWEta2V5LXNlY3JldA==\n-----END PRIVATE KEY-----\n"
+    with pytest.raises(grpc.RpcError) as err:
+        scaler.value(meta(tls_prometheus, ca=pki.ca.read_text(), cert=crt.read_text(), key=bad_key, authModes="tls"))
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "'cert'" in err.value.details() and "bm90LWEta2V5" not in err.value.details()
