@@ -196,6 +196,17 @@ class TriggerMetadata(BaseModel):
                 found.append(value.get_secret_value())
         return found
 
+    def keda_values(self) -> dict[str, str]:
+        """Every non-empty string value under its metadata key, secrets revealed: for code that reads KEDA's
+        names (the shared auth layer's rules). Never log it."""
+        values: dict[str, str] = {}
+        for name, field in type(self).model_fields.items():
+            value = getattr(self, name)
+            text = value.get_secret_value() if isinstance(value, SecretStr) else value
+            if isinstance(text, str) and text:
+                values[field.alias or name] = text
+        return values
+
     @classmethod
     def grantable_keys(cls) -> frozenset[str]:
         """What a trigger may add to a named connection: the object keys and the target/activation keys."""

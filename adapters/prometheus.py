@@ -197,14 +197,7 @@ class PrometheusMetadata(TriggerMetadata):
 
     def _auth_values(self) -> dict[str, str]:
         """The auth keys under KEDA's names, as the shared auth layer reads them."""
-        values: dict[str, str] = {}
-        for name, field in type(self).model_fields.items():
-            value = getattr(self, name)
-            text = value.get_secret_value() if isinstance(value, SecretStr) else value
-            if isinstance(text, str) and text:
-                values[field.alias or name] = text
-        values["authModes"] = self.auth_modes
-        values["bearerToken"] = self.bearer_token.get_secret_value()
+        values = self.keda_values()
         parts = urlsplit(self.server_address)
         listed = [m.strip() for m in self.auth_modes.split(",") if m.strip()]
         if not self.username and parts.username and (not listed or "basic" in listed):

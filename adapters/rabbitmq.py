@@ -12,7 +12,7 @@ import dataclasses
 from typing import Literal
 from urllib.parse import quote_plus, unquote, urlsplit
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, PrivateAttr, SecretStr, field_validator, model_validator
 
 from .api import (
     Adapter,
@@ -21,9 +21,12 @@ from .api import (
     HttpEndpoint,
     SourceKey,
     TriggerMetadata,
+    aliases,
     credentials_identity,
     normalize_string,
 )
+from .auth import RabbitMQAuth, rabbitmq_auth
+from .files import TlsFiles
 from .rabbitmq_amqp import AmqpClients, AmqpTarget
 from .rabbitmq_http import ManagementQuery, Operation, QueueStats, read_matching, read_queue
 
@@ -91,6 +94,22 @@ class RabbitMQMetadata(TriggerMetadata):
     ca_file: str = Field("", description="CA bundle path in the scaler pod, for a private CA")
     cert_file: str = Field("", description="Client certificate path in the scaler pod (with `keyFile`)")
     key_file: str = Field("", description="Client key path in the scaler pod (with `certFile`)")
+    tls: Literal["enable", "disable"] = Field(
+        "disable", description="enable: TLS with `ca`/`cert`/`key` (KEDA's keys; AMQP then always uses TLS)"
+    )
+    ca: str = Field("", description="CA certificates, PEM contents (with `tls: enable`)")
+    cert: SecretStr = Field(SecretStr(""), description="Client certificate, PEM contents (with `tls: enable`)")
+    key: SecretStr = Field(SecretStr(""), description="Client key, PEM contents (with `tls: enable`)")
+    key_password: SecretStr = Field(SecretStr(""), description="Password of an encrypted `key`")
+    oauth_token_uri: str = Field("", alias="oauthTokenURI", description="OAuth2 token endpoint (management API only)")
+    client_id: str = Field("", alias="clientID", description="OAuth2 client id")
+    client_secret: SecretStr = Field(SecretStr(""), alias="clientSecret", description="OAuth2 client secret")
+    scopes: str = Field("", validation_alias=aliases("scopes", "scope"), description="OAuth2 scopes, comma list")
+    endpoint_params: str = Field("", description="OAuth2 extra token request parameters, `a=b&c=d`")
+    workload_identity_resource: str = Field(
+        "", description="Azure workload identity: the application ID URI the management API's token is for"
+    )
+    _auth: RabbitMQAuth = PrivateAttr(default_factory=lambda: RabbitMQAuth("amqp"))
 
     @field_validator("host")
     @classmethod
@@ -117,6 +136,16 @@ class RabbitMQMetadata(TriggerMetadata):
             raise ValueError("certFile: `certFile` and `keyFile` must be given together")
         if (self.cert_file or self.ca_file) and urlsplit(self.host).scheme not in ("amqps", "https"):
             raise ValueError("certFile: TLS files need an amqps:// or https:// host")
+        if self.tls == "enable" and urlsplit(self.host).scheme == "http":
+            # KEDA would send the management API request in clear text with the client certificate unused.
+            raise ValueError("tls: `tls: enable` needs an https:// host for the management API")
+        if (self.cert.get_secret_value() or self.ca) and (self.cert_file or self.ca_file):
+            raise ValueError("cert: give TLS material as `ca`/`cert`/`key` or as `caFile`/`certFile`/`keyFile`")
+        # KEDA's auth rules (OAuth2 only over HTTP and not with basic auth, SASL EXTERNAL, ...), one place.
+        values = self.keda_values()
+        if not self.username and urlsplit(self.host).username:
+            values["username"], values["password"] = self.credentials or ("", "")
+        self._auth = rabbitmq_auth(values)
         http_only = "needs the management API: an http:// or https:// host"
         if self.use_regex and scheme_protocol != "http":
             raise ValueError(f"useRegex: {http_only}")
@@ -142,6 +171,14 @@ class RabbitMQMetadata(TriggerMetadata):
         if self.value is not None:
             return self.value
         return self.queue_length if self.queue_length is not None else DEFAULT_QUEUE_LENGTH
+
+    @property
+    def auth(self) -> RabbitMQAuth:
+        return self._auth
+
+    @property
+    def uses_tls(self) -> bool:
+        return urlsplit(self.host).scheme in ("amqps", "https") or self.tls == "enable"
 
     @property
     def uses_http(self) -> bool:
@@ -175,6 +212,9 @@ class RabbitMQMetadata(TriggerMetadata):
         prefix = parts.path.rsplit("/", 1)[0] if self.uses_http else ""
         return f"{parts.scheme}://{host}:{parts.port or _DEFAULT_PORTS[parts.scheme]}{prefix}"
 
+    def embedded_addresses(self) -> list[tuple[str, str]]:
+        return self._auth.addresses()  # oauthTokenURI: the egress policy checks it like `host`
+
     def secrets(self) -> list[str]:
         found = super().secrets()
         password = urlsplit(self.host).password
@@ -204,15 +244,23 @@ class RabbitMQAdapter(Adapter[RabbitMQMetadata]):
             object=metadata.queue_name,
             scope=(metadata.vhost,),  # its own field: vhost `a/b` + queue `c` is not vhost `a` + queue `b/c`
             mode=metadata.measure_mode,
-            identity=credentials_identity(user, password, metadata.cert_file, metadata.key_file),
+            identity=credentials_identity(
+                user, password, metadata.cert_file, metadata.key_file, metadata.auth.identity
+            ),
             options=(
                 ("regex", str(metadata.use_regex)),
                 ("operation", metadata.operation if metadata.use_regex else ""),
                 ("excludeUnacknowledged", str(metadata.exclude_unacknowledged)),
                 ("verify", str(not metadata.unsafe_ssl)),
                 ("caFile", metadata.ca_file),
+                ("ca", credentials_identity(metadata.ca)),
+                ("tls", metadata.tls),
             ),
         )
+
+    def uses_ambient_credentials(self, metadata: RabbitMQMetadata) -> bool:
+        # workloadIdentityResource: the management API token is the scaler pod's Azure workload identity.
+        return any(provider.ambient for provider in metadata.auth.http_providers)
 
     def activation_source_key(self, metadata: RabbitMQMetadata) -> SourceKey | None:
         if metadata.measure_mode not in _OWN_ACTIVITY:
@@ -256,11 +304,13 @@ class RabbitMQAdapter(Adapter[RabbitMQMetadata]):
 
     def _amqp_target(self, metadata: RabbitMQMetadata) -> AmqpTarget:
         parts = urlsplit(metadata.host)
-        user, password = metadata.credentials or ("guest", "guest")  # the AMQP URI default
+        auth = metadata.auth
+        # SASL EXTERNAL: the broker takes the user from the client certificate; no password is sent.
+        user, password = ("", "") if auth.sasl_external else metadata.credentials or ("guest", "guest")
         return AmqpTarget(
             host=parts.hostname or "",
             port=parts.port or _DEFAULT_PORTS[parts.scheme],
-            tls=parts.scheme == "amqps",
+            tls=metadata.uses_tls,
             vhost=metadata.vhost,
             username=user,
             password=password,
@@ -268,9 +318,19 @@ class RabbitMQAdapter(Adapter[RabbitMQMetadata]):
             ca_file=metadata.ca_file,
             cert_file=metadata.cert_file,
             key_file=metadata.key_file,
+            external=auth.sasl_external,
+            pem=self._pem(metadata),
         )
 
+    @staticmethod
+    def _pem(metadata: RabbitMQMetadata) -> TlsFiles:
+        auth = metadata.auth
+        if not auth.tls:
+            return TlsFiles()
+        return TlsFiles(ca_pem=auth.ca, cert_pem=auth.cert, key_pem=auth.key, key_password=auth.key_password)
+
     async def _stats(self, metadata: RabbitMQMetadata) -> QueueStats:
+        pem = self._pem(metadata)
         query = ManagementQuery(
             base_url=metadata.endpoint,
             endpoint=HttpEndpoint.for_url(
@@ -279,11 +339,17 @@ class RabbitMQAdapter(Adapter[RabbitMQMetadata]):
                 ca_file=metadata.ca_file or None,
                 cert_file=metadata.cert_file or None,
                 key_file=metadata.key_file or None,
+                ca_pem=pem.ca_pem,
+                cert_pem=pem.cert_pem,
+                key_pem=pem.key_pem,
+                key_password=pem.key_password,
             ),
             vhost=metadata.vhost,
             queue=metadata.queue_name,
-            auth=metadata.credentials,
+            # OAuth2 or Azure workload identity replace basic auth (KEDA refuses both together).
+            auth=None if metadata.auth.http_providers else metadata.credentials,
             timeout=self._timeout(metadata),
+            providers=metadata.auth.http_providers,
         )
         if not metadata.use_regex:
             return await read_queue(self.context.http, query)

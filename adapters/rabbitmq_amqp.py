@@ -56,9 +56,16 @@ class AmqpTarget:
     ca_file: str = ""
     cert_file: str = ""
     key_file: str = ""
+    external: bool = False  # SASL EXTERNAL: the client certificate is the login (no username/password)
+    pem: TlsFiles = field(default_factory=TlsFiles)  # PEM contents (KEDA's ca/cert/key/keyPassword); repr hides them
     # The approved addresses of `host` (set by AmqpClients from its resolve hook): the connection goes to
     # one of them, never to a second lookup of the name. Part of the key: a new answer, a new connection.
     addresses: tuple[str, ...] = ()
+
+    @property
+    def login(self) -> str:
+        """Who logs in, for messages: the user, or the certificate."""
+        return "the client certificate (SASL EXTERNAL)" if self.external else f"user '{self.username}'"
 
     @property
     def endpoint(self) -> str:
@@ -68,6 +75,15 @@ class AmqpTarget:
     def url(self) -> URL:
         # aiormq reads the vhost from the path and turns %2F back into '/': pre-escape it so a vhost
         # containing '/' (the default vhost '/' included) survives the round trip.
+        if self.external:
+            # aiormq's `auth` query parameter picks the SASL mechanism; EXTERNAL sends no credentials.
+            return URL.build(
+                scheme="amqps" if self.tls else "amqp",
+                host=self.host,
+                port=self.port,
+                path="/" + self.vhost.replace("/", "%2F"),
+                query={"auth": "external"},
+            )
         return URL.build(
             scheme="amqps" if self.tls else "amqp",
             host=self.host,
@@ -80,7 +96,16 @@ class AmqpTarget:
     async def ssl_context(self) -> ssl.SSLContext | None:
         if not self.tls:
             return None
-        return await client_tls_context(TlsFiles(self.ca_file, self.cert_file, self.key_file), verify=self.verify)
+        files = TlsFiles(
+            self.ca_file,
+            self.cert_file,
+            self.key_file,
+            self.pem.ca_pem,
+            self.pem.cert_pem,
+            self.pem.key_pem,
+            self.pem.key_password,
+        )
+        return await client_tls_context(files, verify=self.verify)
 
 
 class PinnedTransport(TransportFactory):
@@ -242,16 +267,15 @@ class AmqpClients:
         except TimeoutError:
             raise SourceUnavailable(f"cannot connect to RabbitMQ at {where} within {timeout:.1f}s") from None
         except amqp_errors.ProbableAuthenticationError:
-            raise SourceUnauthenticated(
-                f"RabbitMQ at {where} refused the credentials of user '{target.username}'"
-            ) from None
+            raise SourceUnauthenticated(f"RabbitMQ at {where} refused the credentials of {target.login}") from None
         except amqp_errors.AuthenticationError:
-            raise SourceUnauthenticated(f"RabbitMQ at {where} offers no authentication mechanism we support") from None
+            wanted = "EXTERNAL (rabbitmq_auth_mechanism_ssl)" if target.external else "PLAIN or AMQPLAIN"
+            raise SourceUnauthenticated(f"RabbitMQ at {where} does not offer the {wanted} login mechanism") from None
         except amqp_errors.InvalidFrameError:
             # The broker answers connection.open with a close: the vhost is missing or not allowed (aiormq
             # drops the broker's reason text, so say both).
             raise SourceNotFound(
-                f"RabbitMQ at {where} refused vhost '{target.vhost}' for user '{target.username}': "
+                f"RabbitMQ at {where} refused vhost '{target.vhost}' for {target.login}: "
                 "the vhost does not exist or the user has no permissions on it"
             ) from None
         except amqp_errors.ConnectionClosed as exc:

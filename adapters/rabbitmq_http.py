@@ -23,6 +23,7 @@ from .api import (
     SourceTimeout,
     SourceUnavailable,
 )
+from .auth import AuthProvider, OutgoingRequest, send_authenticated
 
 Operation = Literal["sum", "max", "avg"]
 
@@ -64,6 +65,7 @@ class ManagementQuery:
     queue: str
     auth: tuple[str, str] | None
     timeout: float
+    providers: tuple[AuthProvider, ...] = ()  # OAuth2 / Azure workload identity (adapters/auth), instead of `auth`
 
     @property
     def queues_url(self) -> str:
@@ -113,15 +115,7 @@ def combine(stats: Sequence[QueueStats], operation: Operation) -> QueueStats:
 async def read_queue(http: HttpClients, query: ManagementQuery) -> QueueStats:
     url = f"{query.queues_url}/{quote(query.queue, safe='')}"
     try:
-        item = await http.get_json(
-            url,
-            endpoint=query.endpoint,
-            source=query.source,
-            timeout=query.timeout,
-            params=[("columns", _COLUMNS)],
-            auth=query.auth,
-            max_bytes=MAX_ANSWER_BYTES,
-        )
+        item = await _get(http, query, url, [("columns", _COLUMNS)], query.timeout)
     except SourceNotFound:
         raise SourceNotFound(
             f"queue '{query.queue}' not found in vhost '{query.vhost}' ({query.source} answered 404)"
@@ -139,21 +133,14 @@ async def read_matching(http: HttpClients, query: ManagementQuery, page_size: in
         if remaining <= 0:
             raise SourceTimeout(f"{query.source} did not return all pages within {query.timeout:g}s")
         try:
-            body = await http.get_json(
-                query.queues_url,
-                endpoint=query.endpoint,
-                source=query.source,
-                timeout=remaining,
-                params=[
-                    ("page", str(page)),
-                    ("page_size", str(page_size)),
-                    ("use_regex", "true"),
-                    ("name", query.queue),
-                    ("columns", _COLUMNS),
-                ],
-                auth=query.auth,
-                max_bytes=MAX_ANSWER_BYTES,
-            )
+            params = [
+                ("page", str(page)),
+                ("page_size", str(page_size)),
+                ("use_regex", "true"),
+                ("name", query.queue),
+                ("columns", _COLUMNS),
+            ]
+            body = await _get(http, query, query.queues_url, params, remaining)
         except SourceNotFound:
             raise SourceNotFound(f"vhost '{query.vhost}' not found ({query.source} answered 404)") from None
         except SourceRejectedQuery:
@@ -175,6 +162,31 @@ async def read_matching(http: HttpClients, query: ManagementQuery, page_size: in
             )
         page += 1
     return combine(found, operation)
+
+
+async def _get(
+    http: HttpClients, query: ManagementQuery, url: str, params: list[tuple[str, str]], timeout: float
+) -> Any:
+    if query.providers:
+        request = OutgoingRequest("GET", url, tuple(params))
+        return await send_authenticated(
+            http,
+            request,
+            query.providers,
+            endpoint=query.endpoint,
+            source=query.source,
+            timeout=timeout,
+            max_bytes=MAX_ANSWER_BYTES,
+        )
+    return await http.get_json(
+        url,
+        endpoint=query.endpoint,
+        source=query.source,
+        timeout=timeout,
+        params=params,
+        auth=query.auth,
+        max_bytes=MAX_ANSWER_BYTES,
+    )
 
 
 def _page_count(body: dict[str, Any], query: ManagementQuery) -> int:
