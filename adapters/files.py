@@ -191,7 +191,8 @@ def _load_cert_chain(
             # for an encrypted key.
             context.load_cert_chain(cert_path, key_path, password=password.encode() if password else _no_password)
         except ssl.SSLError as exc:
-            if password and "bad decrypt" in str(exc).lower():
+            if password and key is not None and b"ENCRYPTED" in key:
+                # OpenSSL says only "PEM lib" when the password is wrong: the encrypted key is the likely cause.
                 raise failed("keyPassword", "it does not decrypt the key") from None
             raise failed(cert_key, f"the certificate and key cannot be used ({_reason(exc)})") from None
         except _EncryptedKey:

@@ -93,7 +93,9 @@ def prometheus_auth(
         ca=pem.get("ca", ""),
         cert=pem.get("cert", ""),
         key=pem.get("key", ""),
-        identity=combined_identity(providers, pem.get("cert", "")),
+        # The key too, not only the (public) certificate: a trigger holding the certificate alone must not
+        # share the reading of one that can prove it owns the key.
+        identity=combined_identity(providers, pem.get("cert", ""), pem.get("key", "")),
     )
 
 

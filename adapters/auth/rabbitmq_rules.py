@@ -87,7 +87,8 @@ def rabbitmq_auth(
         key_password=get(values, "keyPassword"),
         sasl_external=external and protocol == "amqp",
         http_providers=tuple(providers),
-        identity=combined_identity(providers, cert),
+        # Key and its password too: the certificate is public, a reading must not be shared on it alone.
+        identity=combined_identity(providers, cert, key, get(values, "keyPassword")),
     )
 
 
