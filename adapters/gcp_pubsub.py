@@ -153,7 +153,7 @@ class PubSubAdapter(Adapter[PubSubMetadata]):
 
     async def _load_credentials(self, source: CredentialsSource) -> GoogleCredentials:
         # Token requests of inline keys go through the resolve hook: to the addresses the egress check approved.
-        return await GoogleCredentials.load(source, self.context.resolve)
+        return await GoogleCredentials.load(source, self.context.resolve, self.context.http)
 
     async def _create_clients(self, key: _ClientKey) -> PubSubClients:
         target, source = key

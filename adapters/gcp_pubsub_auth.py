@@ -1,8 +1,13 @@
-"""Google credentials for the Pub/Sub adapter: loaded and refreshed on a thread, one object per identity.
+"""Google credentials for the Pub/Sub adapter, on the shared Google providers of adapters/auth.
 
-google-auth is synchronous (file reads, token HTTP calls, on GCE a metadata-server call), so every call
-into it runs in a worker thread: a slow token refresh must never stall the event loop and with it every
-other ScaledObject's reading.
+A service account key (inline `credentials` or a `credentialsFile` document) and ADC get their tokens from
+adapters/auth: GoogleServiceAccount posts the signed assertion through the project's HTTP client, whose
+resolve hook connects an inline key's `token_uri` to the addresses the egress check approved (what
+PinnedTokenRequest did for google-auth); GoogleDefaultCredentials runs google-auth's ADC on a thread. Tokens
+are cached per identity in the shared cache, so Pub/Sub and Prometheus triggers with the same key share one.
+Other documents (external_account, authorized_user) stay on google-auth's own refresh, on a thread, with the
+pinned transport of gcp_pubsub_token for inline ones. The google-auth object is still loaded (on a thread)
+for what only it knows: a document's project.
 """
 
 from __future__ import annotations
@@ -13,11 +18,15 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-from .api import AdapterError, Resolve, SourceUnauthenticated, SourceUnavailable
+from .api import AdapterError, HttpClients, Resolve, SourceUnauthenticated, SourceUnavailable
+from .auth import GoogleDefaultCredentials, GoogleServiceAccount
+from .auth.bearer import BearerTokenProvider
+from .auth.google import CLOUD_PLATFORM
 from .files import MAX_CREDENTIALS_BYTES, read_file
 from .gcp_pubsub_metadata import inline_token_uri
 
-SCOPES = ("https://www.googleapis.com/auth/cloud-platform",)
+SCOPES = (CLOUD_PLATFORM,)
+TOKEN_TIMEOUT = 10.0  # a token request's own bound; the reading's deadline still applies around it
 
 
 @dataclass(frozen=True)
@@ -39,19 +48,35 @@ class CredentialsSource:
 class GoogleCredentials:
     """One google-auth credentials object and its token, refreshed on a thread when it expires."""
 
-    def __init__(self, source: CredentialsSource, credentials: Any, resolve: Resolve | None = None) -> None:
+    def __init__(
+        self,
+        source: CredentialsSource,
+        credentials: Any,
+        resolve: Resolve | None = None,
+        *,
+        provider: BearerTokenProvider | None = None,
+        http: HttpClients | None = None,
+    ) -> None:
         self.source = source
         self.credentials = credentials
         self.resolve = resolve
+        self.provider = provider
+        self.http = http
         self._lock = asyncio.Lock()
 
     @classmethod
-    async def load(cls, source: CredentialsSource, resolve: Resolve | None = None) -> GoogleCredentials:
+    async def load(
+        cls, source: CredentialsSource, resolve: Resolve | None = None, http: HttpClients | None = None
+    ) -> GoogleCredentials:
         # The file is read on the file executor (regular files only, capped); google-auth only parses it.
         document = await read_file("credentialsFile", source.file, MAX_CREDENTIALS_BYTES) if source.file else None
-        return cls(source, await asyncio.to_thread(_load, source, document), resolve)
+        credentials = await asyncio.to_thread(_load, source, document)
+        provider = _shared_provider(source, document) if http is not None else None
+        return cls(source, credentials, resolve, provider=provider, http=http)
 
-    async def token(self) -> str:
+    async def token(self, timeout: float = TOKEN_TIMEOUT) -> str:
+        if self.provider is not None and self.http is not None:
+            return await self.provider.token(self.http, timeout=timeout)
         # One refresh at a time per identity; callers arriving meanwhile reuse its token.
         async with self._lock:
             if not self.credentials.valid:
@@ -97,6 +122,20 @@ class GoogleCredentials:
             raise SourceUnauthenticated(
                 f"Google refused to issue a token for {self.source.describe()}: {type(exc).__name__}"
             ) from None
+
+
+def _shared_provider(source: CredentialsSource, document: bytes | None) -> BearerTokenProvider | None:
+    """The adapters/auth provider for a service account key or ADC; None for documents only google-auth knows."""
+    text = source.info or (document.decode("utf-8", "replace") if document is not None else "")
+    if not text:
+        return GoogleDefaultCredentials(scopes=SCOPES)
+    try:
+        kind = json.loads(text).get("type")
+    except (ValueError, RecursionError, AttributeError):
+        return None  # _load has already refused it
+    if kind != "service_account":
+        return None
+    return GoogleServiceAccount(text, scopes=SCOPES, key="credentials" if source.info else "credentialsFile")
 
 
 def _load(source: CredentialsSource, document: bytes | None) -> Any:
