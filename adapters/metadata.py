@@ -34,6 +34,13 @@ _GO_BOOLS = {
     **dict.fromkeys(("1", "t", "T", "TRUE", "true", "True"), True),
     **dict.fromkeys(("0", "f", "F", "FALSE", "false", "False"), False),
 }
+
+
+def go_bool(text: str) -> bool | None:
+    """Go's strconv.ParseBool (what KEDA uses), None when it would fail."""
+    return _GO_BOOLS.get(text.strip())
+
+
 _JSON_FLOAT = re.compile(r"-?(?:0|[1-9]\d*)(?:\.\d+)?(?:[eE][-+]?\d+)?")
 _JSON_INT = re.compile(r"-?(?:0|[1-9]\d*)")
 

@@ -30,7 +30,7 @@ import ipaddress
 import re
 import socket
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -356,24 +356,27 @@ class EgressPolicy:
 
     async def approve(self, checked: Sequence[Checked]) -> dict[str, tuple[str, ...]]:
         """Each destination's host -> the addresses its connection may go to (resolved once, policy applied)."""
-        approved: dict[str, tuple[str, ...]] = {}
-        for item in checked:
-            dest = item.destination
-            if dest.ip is not None:
-                approved[dest.host] = (str(dest.ip),)
-                continue
-            addresses = await self._resolve(dest.host, dest.effective_port or 0)
-            if addresses is None:
-                raise SourceUnavailable(f"cannot resolve {dest}")
-            if item.pending != "none":
-                self.check_addresses(item, addresses)
-            approved[dest.host] = tuple(str(ip) for ip in addresses)
-        return approved
+        return {item.destination.host: await self._approve_one(item) for item in checked}
+
+    async def _approve_one(self, item: Checked) -> tuple[str, ...]:
+        dest = item.destination
+        if dest.ip is not None:
+            return (str(dest.ip),)
+        addresses = await self._resolve(dest.host, dest.effective_port or 0)
+        if addresses is None:
+            raise SourceUnavailable(f"cannot resolve {dest}")
+        if item.pending != "none":
+            self.check_addresses(item, addresses)
+        return tuple(str(ip) for ip in addresses)
 
     @contextmanager
-    def pinned(self, approved: Mapping[str, tuple[str, ...]]) -> Iterator[None]:
-        """For the reading running inside: its clients get `approved` from `connect_addresses`."""
-        token = _APPROVED.set(approved)
+    def pinned(self, checked: Sequence[Checked]) -> Iterator[None]:
+        """For the reading running inside: its clients get, from `connect_addresses`, the addresses the policy
+        approves for each destination the trigger gave. A destination is resolved and checked when a client
+        first connects to it in this reading, not before: a key's token host that the reading never needs
+        (a loopback PromQL endpoint gets no Google token) is never looked up."""
+        state: dict[str, Checked | tuple[str, ...]] = {item.destination.host: item for item in checked}
+        token = _APPROVED.set(state)
         try:
             yield
         finally:
@@ -390,7 +393,11 @@ class EgressPolicy:
             name = _normal_host(host)
         except ValueError:
             raise SourceUnavailable(f"host '{host[:100]}' is not a valid host name") from None
-        approved = _APPROVED.get().get(name)
+        state = _APPROVED.get() or {}
+        approved = state.get(name)
+        if isinstance(approved, Checked):
+            # Once per reading and host: every connection of this reading goes to what this one answer approved.
+            state[name] = approved = await self._approve_one(approved)
         if approved is not None:
             return approved
         ip = literal_ip(name)
@@ -461,4 +468,5 @@ class EgressPolicy:
         return [_unmapped(ip) for ip in addresses], min(ttl, _RESOLVE_CACHE_SECONDS)
 
 
-_APPROVED: ContextVar[Mapping[str, tuple[str, ...]]] = ContextVar("egress_approved", default={})  # noqa: B039
+# None outside a reading: a mutable default would be one dict shared by every context.
+_APPROVED: ContextVar[dict[str, Checked | tuple[str, ...]] | None] = ContextVar("egress_approved", default=None)

@@ -76,9 +76,9 @@ class Trigger:
         async def measure() -> float:
             if egress is None or not destinations:
                 return await read(metadata)
-            # Inside the cached/coalesced query, right before connecting: each host is resolved once, the
-            # answer checked, and the reading's clients connect to those approved addresses only.
-            with egress.pinned(await egress.approve(destinations)):
+            # Inside the cached/coalesced query: each host is resolved once when a client first connects to
+            # it, the answer checked, and the reading's clients connect to those approved addresses only.
+            with egress.pinned(destinations):
                 return await read(metadata)
 
         return measure

@@ -144,6 +144,21 @@ def test_json_output_carries_the_same_decision(
     assert cpu == {**cpu, "checked": False, "metrics": [], "error": None}
 
 
+def test_unsafe_ssl_is_warned_about_because_keda_reads_it_too(
+    tmp_path: Path, scaler: ScalerProcess, scraped: PrometheusServer, orders_and_invoices: tuple[str, str]
+) -> None:
+    orders, _ = orders_and_invoices
+    obj = scaled_object("orders-worker", [prometheus_trigger(scraped, orders, "10", name="orders", unsafeSsl="true")])
+    path = write(tmp_path, obj)
+    table = run_cli("check", path, "--address", scaler.address)
+    assert table.returncode == 0, table.stderr  # a warning, not a failure
+    assert "warning: trigger 0: unsafeSsl is also read by KEDA itself" in table.stdout
+    [report] = json.loads(run_cli("check", path, "--address", scaler.address, "-o", "json").stdout)["resources"]
+    assert len(report["warnings"]) == 1 and "unsafeSsl" in report["warnings"][0]
+    quiet = write(tmp_path, two_trigger_object(scraped, *orders_and_invoices))
+    assert "warning" not in run_cli("check", quiet, "--address", scaler.address).stdout
+
+
 def test_local_and_server_modes_agree(
     tmp_path: Path, scaler: ScalerProcess, scraped: PrometheusServer, orders_and_invoices: tuple[str, str]
 ) -> None:

@@ -21,6 +21,8 @@ from adapters.api import describe_fields, discover_adapter_classes
 from .fixtures._manifests import ROOT, example_objects, find, render, scaler_triggers
 
 REQUIRED_LABEL = "keda-queue-scaler/named-connections"
+POLICY = "keda-queue-scaler-triggers"
+WARNINGS = "keda-queue-scaler-trigger-warnings"
 
 
 class AdmissionPolicy:
@@ -81,7 +83,7 @@ class AdmissionPolicy:
 
 @pytest.fixture(scope="module")
 def policy() -> AdmissionPolicy:
-    return AdmissionPolicy(find(render("admission"), "ValidatingAdmissionPolicy"))
+    return AdmissionPolicy(find(render("admission"), "ValidatingAdmissionPolicy", POLICY))
 
 
 REQUIRED = {REQUIRED_LABEL: "required"}
@@ -200,7 +202,7 @@ def test_scaled_jobs_are_checked_too(policy: AdmissionPolicy) -> None:
     obj = copy.deepcopy(next(o for _, o in SCALED if o["kind"] == "ScaledJob"))
     scaler_triggers(obj)[0]["metadata"]["adapter"] = "kafka"
     assert "unknown adapter 'kafka'" in policy.denials(obj)[0]
-    rules = find(render("admission"), "ValidatingAdmissionPolicy")["spec"]["matchConstraints"]["resourceRules"]
+    rules = find(render("admission"), "ValidatingAdmissionPolicy", POLICY)["spec"]["matchConstraints"]["resourceRules"]
     assert {"scaledobjects", "scaledjobs"} <= {r for rule in rules for r in rule["resources"]}
 
 
@@ -226,8 +228,32 @@ def test_secret_keys_cover_every_secret_of_every_installed_adapter(policy: Admis
 
 def test_binding_enforces_the_policy() -> None:
     objects = render("admission")
-    policy = find(objects, "ValidatingAdmissionPolicy")
-    binding = find(objects, "ValidatingAdmissionPolicyBinding")
+    policy = find(objects, "ValidatingAdmissionPolicy", POLICY)
+    binding = find(objects, "ValidatingAdmissionPolicyBinding", POLICY)
     assert binding["spec"]["policyName"] == policy["metadata"]["name"]
     assert "Deny" in binding["spec"]["validationActions"]
     assert policy["spec"]["failurePolicy"] == "Fail"
+
+
+@pytest.fixture(scope="module")
+def warnings_policy() -> AdmissionPolicy:
+    return AdmissionPolicy(find(render("admission"), "ValidatingAdmissionPolicy", WARNINGS))
+
+
+@pytest.mark.parametrize("value", ["true", "1", "T", "True"])
+def test_unsafe_ssl_is_warned_about_not_denied(warnings_policy: AdmissionPolicy, value: str) -> None:
+    (warning,) = warnings_policy.denials(_bad("prometheus", unsafeSsl=value))
+    assert "unsafeSsl" in warning and "KEDA itself" in warning
+    binding = find(render("admission"), "ValidatingAdmissionPolicyBinding", WARNINGS)
+    assert binding["spec"]["policyName"] == WARNINGS
+    assert "Warn" in binding["spec"]["validationActions"] and "Deny" not in binding["spec"]["validationActions"]
+
+
+@pytest.mark.parametrize("value", ["false", "0", "", "yes"])
+def test_unsafe_ssl_false_or_unparsable_is_not_warned_about(warnings_policy: AdmissionPolicy, value: str) -> None:
+    assert warnings_policy.denials(_bad("prometheus", unsafeSsl=value)) == []
+
+
+@pytest.mark.parametrize("example", SCALED, ids=[name for name, _ in SCALED])
+def test_examples_get_no_warning(warnings_policy: AdmissionPolicy, example: tuple[str, dict[str, Any]]) -> None:
+    assert warnings_policy.denials(example[1]) == []

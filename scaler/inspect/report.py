@@ -6,6 +6,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from adapters.metadata import go_bool
+
 from ..replicas import Decision, TriggerReading, desired_jobs, desired_replicas
 from .manifests import ScaledResource
 from .probe import TriggerResult
@@ -40,6 +42,19 @@ def evaluate(resource: ScaledResource, results: Sequence[TriggerResult], current
     else:
         decision = desired_replicas(readings, resource.bounds, current)
     return Report(resource, tuple(results), current, decision)
+
+
+def warnings(report: Report) -> list[str]:
+    """Settings that work, but not as their author may think."""
+    found = []
+    for result in report.results:
+        trigger = result.trigger
+        if trigger.external and go_bool(trigger.metadata.get("unsafeSsl", "")):
+            found.append(
+                f"trigger {trigger.index}: unsafeSsl is also read by KEDA itself: with enableTLS it skips "
+                "verifying this scaler's certificate, and the adapter skips verifying the source's"
+            )
+    return found
 
 
 def number(value: float) -> str:
@@ -113,6 +128,7 @@ def render_table(report: Report, history: History | None = None) -> str:
         lines.append("  " + "  ".join(cells).rstrip())
     noun = "jobs" if report.resource.kind == "ScaledJob" else "replicas"
     lines.append(f"  => {report.decision.replicas} {noun}: {report.decision.reason}")
+    lines += [f"  warning: {text}" for text in warnings(report)]
     return "\n".join(lines)
 
 
@@ -148,5 +164,6 @@ def to_json(report: Report) -> dict[str, Any]:
         "currentReplicas": report.current if r.kind == "ScaledObject" else None,
         "replicas": report.decision.replicas,
         "reason": report.decision.reason,
+        "warnings": warnings(report),
         "triggers": triggers,
     }
