@@ -10,10 +10,13 @@ so nothing leaves 127.0.0.0/8.
 from __future__ import annotations
 
 import json
+import ssl
+import subprocess
 import threading
 import time
 from collections.abc import Iterator
 from http.server import ThreadingHTTPServer
+from pathlib import Path
 
 import grpc
 import pytest
@@ -28,7 +31,7 @@ from tests.fixtures.scaler import StartScaler, denied, error_of
 class RecordingSource:
     """A Prometheus query API (GET) and token endpoint (POST) on `host:port`; records every request's path."""
 
-    def __init__(self, host: str, port: int, value: float) -> None:
+    def __init__(self, host: str, port: int, value: float, ssl_context: ssl.SSLContext | None = None) -> None:
         self.paths: list[str] = []
         body = json.dumps(
             {
@@ -49,6 +52,8 @@ class RecordingSource:
                 self.reply(400, b'{"error": "invalid_grant", "error_description": "Invalid JWT Signature."}')
 
         self._server = ThreadingHTTPServer((host, port), Handler)
+        if ssl_context is not None:
+            self._server.socket = ssl_context.wrap_socket(self._server.socket, server_side=True)
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
 
     def close(self) -> None:
@@ -214,13 +219,24 @@ def test_amqp_connects_to_the_approved_address_with_the_name_kept(
 
 
 def test_the_token_request_of_an_inline_key_goes_to_the_approved_address(
-    start_scaler: StartScaler, scripted_dns: ScriptedDns, sources: tuple[int, RecordingSource, RecordingSource]
+    start_scaler: StartScaler, scripted_dns: ScriptedDns, tmp_path: Path
 ) -> None:
-    port, near, far = sources
-    # google-auth posts the key's signed assertion to its token_uri, a host the ScaledObject chose.
+    # The key's signed assertion goes to its token_uri, a host the ScaledObject chose, over https only
+    # (adapters/auth): a token endpoint for token.test whose certificate the scaler trusts (SSL_CERT_FILE).
+    cert, key_file = tmp_path / "token.crt", tmp_path / "token.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=token.test",
+         "-addext", "subjectAltName=DNS:token.test", "-keyout", str(key_file), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key_file)
+    port = free_port()
+    near, far = RecordingSource("127.0.0.1", port, 4, context), RecordingSource("127.0.0.2", port, 99, context)
     scripted_dns.answer("token.test", ["127.0.0.1"], ["127.0.0.2"])
-    key, _ = service_account_key("key-pinned-1", f"http://token.test:{port}/token")
-    scaler = start_scaler(egress_nameservers=scripted_dns.address, env=google_isolated_env())
+    key, _ = service_account_key("key-pinned-1", f"https://token.test:{port}/token")
+    env = google_isolated_env(SSL_CERT_FILE=str(cert))
+    scaler = start_scaler(egress_nameservers=scripted_dns.address, env=env)
     metadata = {
         "adapter": "gcp-pubsub",
         "source": "monitoring",
@@ -230,3 +246,5 @@ def test_the_token_request_of_an_inline_key_goes_to_the_approved_address(
     error = error_of(lambda: scaler.metrics(metadata))
     assert error.code() == grpc.StatusCode.UNAUTHENTICATED, error.details()
     assert (near.paths, far.paths, scripted_dns.count("token.test")) == (["/token"], [], 1)
+    near.close()
+    far.close()
