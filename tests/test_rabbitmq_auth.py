@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +18,7 @@ import grpc
 import pytest
 
 from tests.fixtures._util import free_port, port_open, wait_for
-from tests.fixtures.auth_servers import JwtTokenEndpoint
+from tests.fixtures.auth_servers import EntraIdStandIn, JwtTokenEndpoint, Received, StandIn
 from tests.fixtures.certs import Pki
 from tests.fixtures.rabbitmq import RabbitBroker, RabbitNode
 from tests.fixtures.scaler import ScalerProcess, StartScaler, error_of
@@ -241,3 +241,48 @@ def test_kedas_oauth2_exclusions_are_invalid_argument(scaler: ScalerProcess, ext
     }
     err = error_of(lambda: scaler.spec({k: v for k, v in metadata.items() if v}))
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and f"'{key}'" in err.details()
+
+
+class ManagementStandIn(StandIn):
+    """The management API's queue object (GET /api/queues/<vhost>/<queue>), for a bearer token in `accepted`."""
+
+    def __init__(self, accepted: Callable[[], list[str]]) -> None:
+        super().__init__()
+        self.accepted = accepted
+
+    def answer(self, received: Received) -> tuple[int, object]:
+        if received.headers.get("authorization") not in {f"Bearer {t}" for t in self.accepted()}:
+            return 401, {"error": "not_authorized", "reason": "Not_Authorized"}
+        if received.path != "/api/queues/%2F/orders":
+            return 404, {"error": "Object Not Found"}
+        return 200, {"name": "orders", "messages": 7, "messages_ready": 7}
+
+
+def test_workload_identity_gets_the_management_api_a_token_for_its_resource(
+    start_scaler: StartScaler, tmp_path: Path
+) -> None:
+    token_file = tmp_path / "azure-identity-token"
+    token_file.write_text("eyJ.federated.rabbit")
+    entra = EntraIdStandIn("tenant-r", "client-r", "eyJ.federated.rabbit")
+    management = ManagementStandIn(lambda: entra.issued)
+    env = {
+        "AZURE_CLIENT_ID": "client-r",
+        "AZURE_TENANT_ID": "tenant-r",
+        "AZURE_FEDERATED_TOKEN_FILE": str(token_file),
+        "AZURE_AUTHORITY_HOST": entra.url,
+    }
+    config = rabbit_connection(
+        "rabbit-wi", {"host": f"{management.url}/%2F", "protocol": "http", "workloadIdentityResource": "api://rabbit"}
+    )
+    scaler = start_scaler(config=config, env=env, ambient_credentials_namespaces="team-a", **FAST)
+    assert scaler.value(reading("rabbit-wi", "orders"), namespace="team-b") == 7
+    assert entra.issued == ["aad-1-api://rabbit/.default"]
+    assert "basic" not in management.received[0].headers.get("authorization", "").lower()
+    # Set by a trigger itself, the pod's identity follows ambient_credentials_namespaces.
+    inline = {"adapter": "rabbitmq", "host": f"{management.url}/%2F", "workloadIdentityResource": "api://rabbit"}
+    inline |= {"queueName": "orders", "mode": "QueueLength", "value": "2"}
+    err = error_of(lambda: scaler.value(inline, namespace="team-b"))
+    assert err.code() == grpc.StatusCode.PERMISSION_DENIED and "ambient_credentials_namespaces" in err.details()
+    assert scaler.value(inline, namespace="team-a") == 7
+    management.close()
+    entra.close()
