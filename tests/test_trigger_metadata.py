@@ -39,7 +39,7 @@ def test_unknown_adapter_lists_the_registered_adapters(scaler: ScalerProcess) ->
         ({"timeout": "9" * 300}, "timeout"),  # found by the fuzzer: overflowed into INTERNAL
         ({"maxStaleness": "9" * 300 + "h"}, "maxStaleness"),
         ({"customHeaders": "novalue"}, "customHeaders"),
-        ({"authModes": "bearer"}, "authModes"),
+        ({"authModes": "bearer"}, "bearerToken"),
     ],
 )
 def test_bad_metadata_is_invalid_argument_naming_the_key(
