@@ -49,6 +49,7 @@ class Spread:
     window: float
     cache_ttl: float
     errors: int
+    error_samples: list[str]
 
     def rows(self) -> list[Row]:
         calls = sum(r.calls for r in self.replicas)
@@ -66,7 +67,8 @@ class Spread:
                 per_call_ms <= CPU_PER_CALL_GOAL_MS and self.errors == 0,
                 f"{self.errors} failed calls; source queries per TTL ({self.cache_ttl:g} s): "
                 f"{' + '.join(f'{q:.0f}' for q in per_ttl)} = {sum(per_ttl):.0f} (each replica reads each source "
-                f"itself); {self.window:.0f} s window after {POLL:.0f} s warm-up",
+                f"itself); {self.window:.0f} s window after {POLL:.0f} s warm-up"
+                + (f"; first error: {self.error_samples[0][:160]}" if self.error_samples else ""),
             )
         ]
 
@@ -165,7 +167,8 @@ def measure(prometheus: PrometheusServer, count: int, window: float = 30.0, cach
         ReplicaFigures(a[0] - b[0], ca - cb, a[1] - b[1])
         for a, b, ca, cb in zip(after, before, cpu_after, cpu_before, strict=True)
     ]
-    return Spread(figures, elapsed, cache_ttl, int(done["errors"]))  # type: ignore[call-overload]
+    errors = int(done["errors"])  # type: ignore[call-overload]
+    return Spread(figures, elapsed, cache_ttl, errors, list(done["error_samples"]))  # type: ignore[call-overload]
 
 
 def scale_up(prometheus: PrometheusServer, age: float = 60.0, limit: float = 150.0) -> ScaleUp:
