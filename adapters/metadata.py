@@ -56,6 +56,10 @@ def parse_duration(text: str) -> float:
         seconds = float(sum(float(n) * _GO_UNITS[unit] for n, unit in _GO_PART.findall(text)))
         negative = text.startswith("-")
     elif _GO_INT.fullmatch(text):
+        # Go's strconv.ParseInt(text, 10, 64), as KEDA reads milliseconds: beyond int64 is out of range (and
+        # would overflow a float here).
+        if len(text.lstrip("+-")) > 19 or abs(int(text)) > 2**63 - 1:
+            raise ValueError(f"is out of range for a number of milliseconds, got {text[:40]!r}")
         seconds, negative = abs(int(text)) / 1000, text.startswith("-")
     else:
         raise ValueError(

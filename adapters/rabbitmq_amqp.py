@@ -15,12 +15,7 @@ import socket
 import ssl
 import time
 from dataclasses import dataclass, field, replace
-from typing import Any
-
-import aiormq
-import aiormq.exceptions as amqp_errors
-from aiormq.connection import TransportFactory
-from yarl import URL
+from typing import TYPE_CHECKING, Any, cast
 
 from .api import (
     AdapterError,
@@ -34,6 +29,17 @@ from .api import (
     system_resolve,
 )
 from .files import TlsFiles, client_tls_context
+from .lazy import lazy_module
+
+if TYPE_CHECKING:
+    import aiormq
+    import aiormq.exceptions as amqp_errors
+    from aiormq.connection import TransportFactory
+    from yarl import URL
+else:
+    # Imported by the first AMQP reading, not at start-up (aiormq brings pamqp and yarl: tens of ms).
+    aiormq = lazy_module("aiormq")
+    amqp_errors = lazy_module("aiormq.exceptions")
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +79,8 @@ class AmqpTarget:
         return f"{'amqps' if self.tls else 'amqp'}://{host}:{self.port}"
 
     def url(self) -> URL:
+        from yarl import URL
+
         # aiormq reads the vhost from the path and turns %2F back into '/': pre-escape it so a vhost
         # containing '/' (the default vhost '/' included) survives the round trip.
         if self.external:
@@ -108,8 +116,9 @@ class AmqpTarget:
         return await client_tls_context(files, verify=self.verify)
 
 
-class PinnedTransport(TransportFactory):
-    """Opens the AMQP socket to the approved addresses, in order, while TLS still verifies and names `host`.
+class PinnedTransport:
+    """A TransportFactory (aiormq calls only `create`; a plain class, so that defining it imports no aiormq):
+    opens the AMQP socket to the approved addresses, in order, while TLS still verifies and names `host`.
 
     aiormq's own factories pass the URL's host to asyncio, which looks it up again (and with Python's
     IDNA 2003 codec, another host for some international names): this one never resolves anything.
@@ -261,7 +270,7 @@ class AmqpClients:
                 connection = await aiormq.connect(
                     target.url(),
                     context=context,
-                    transport_factory=PinnedTransport(target),
+                    transport_factory=cast("TransportFactory", PinnedTransport(target)),
                     client_properties={"connection_name": self.connection_name},
                 )
         except TimeoutError:

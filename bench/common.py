@@ -122,7 +122,8 @@ class LoadGenerator:
     def __init__(self, mode: str, **options: object) -> None:
         args = [sys.executable, str(ROOT / "bench" / "keda_load.py"), mode]
         for name, value in options.items():
-            args += [f"--{name.replace('_', '-')}", str(value)]
+            flag = f"--{name.replace('_', '-')}"
+            args += [flag] if value is True else [flag, str(value)]
         self.proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, text=True)
 
     def next_event(self, expected: str) -> dict[str, object]:

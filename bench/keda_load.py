@@ -190,9 +190,14 @@ async def main() -> None:
     parser.add_argument("--streams", type=int, default=0)
     parser.add_argument("--poll", type=float, default=30)
     parser.add_argument("--hpa", type=float, default=15)
+    parser.add_argument(
+        "--round-robin", action="store_true", help="balance over every address --address resolves to, as KEDA does"
+    )
     args = parser.parse_args()
-    # KEDA's client: one shared HTTP/2 connection per scaler address.
-    async with aio.insecure_channel(args.address) as channel:
+    # KEDA's client: one shared HTTP/2 connection per scaler address (per resolved address with round_robin;
+    # grpc's DNS resolver keeps its default 30 s between resolutions, as grpc-go's does).
+    options = [("grpc.service_config", json.dumps({"loadBalancingConfig": [{"round_robin": {}}]}))]
+    async with aio.insecure_channel(args.address, options=options if args.round_robin else None) as channel:
         stub = pb_grpc.ExternalScalerStub(channel)
         counters = Counters()
         await (sweep if args.mode == "sweep" else cluster)(args, stub, counters)

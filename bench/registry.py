@@ -27,6 +27,7 @@ from bench import (
     cluster_scale,
     grpc_throughput,
     noisy_neighbour,
+    replicas_scale,
     source_queries,
     startup,
 )
@@ -179,6 +180,12 @@ BENCHMARKS: list[Benchmark] = [
     Benchmark("cluster_scale", lambda c: cluster_scale.measure(c.prometheus).rows()),
     # The same load with a longer cache TTL: the design lever for the CPU goal (see the notes).
     Benchmark("cluster_scale_ttl5", lambda c: cluster_scale.measure(c.prometheus, cache_ttl=5).rows()),
+    # The same shape over replicas behind one round_robin client (KEDA's), and a replica added mid-run.
+    *(
+        Benchmark(f"replicas_scale_{n}", lambda c, n=n: replicas_scale.measure(c.prometheus, n).rows())
+        for n in (1, 2, 3)
+    ),
+    Benchmark("replicas_scale_up", lambda c: replicas_scale.scale_up(c.prometheus).rows()),
     Benchmark("startup", lambda c: startup.measure().rows()),
     Benchmark("noisy_neighbour", noisy_neighbour.rows),
     Benchmark("adapter_overhead", lambda c: adapter_overhead.measure(c.prometheus).rows()),

@@ -1,4 +1,4 @@
-"""Process start to gRPC health SERVING, over several starts (goal: well under 1 s).
+"""Process start to gRPC health SERVING, over several starts (goal: a median of at most 0.5 s).
 
 .venv/bin/python bench/startup.py [--starts 10]
 """
@@ -18,10 +18,14 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import ROOT, Row, median
-from scaler.testing._process import FAST_RECONNECT
 from tests.fixtures._util import free_port
 
-GOAL_SECONDS = 1.0
+GOAL_SECONDS = 0.5  # the median (issue 18)
+POLL_RECONNECT = [
+    ("grpc.initial_reconnect_backoff_ms", 5),
+    ("grpc.min_reconnect_backoff_ms", 5),
+    ("grpc.max_reconnect_backoff_ms", 10),
+]
 
 
 @dataclass
@@ -37,9 +41,10 @@ class Startup:
                 "Process start to gRPC health SERVING",
                 f"{median(runs) * 1000:.0f} ms median, {runs[-1] * 1000:.0f} ms max "
                 f"({ratio:.1f}x a bare `python -c pass`, {median(self.bare) * 1000:.0f} ms)",
-                f"<= {GOAL_SECONDS * 1000:.0f} ms",
-                runs[-1] <= GOAL_SECONDS,
-                f"{len(runs)} starts; goal judged on the slowest",
+                f"<= {GOAL_SECONDS * 1000:.0f} ms median",
+                median(runs) <= GOAL_SECONDS,
+                f"{len(runs)} starts, every built-in adapter (and the example redis plugin) installed; goal "
+                "judged on the median; client libraries are imported by the first trigger that needs them",
             )
         ]
 
@@ -55,7 +60,9 @@ def time_to_serving() -> float:
         cwd=ROOT,
         stderr=subprocess.DEVNULL,
     )
-    channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=FAST_RECONNECT)
+    # Reconnect every 5-10 ms while the server is not up yet: with a longer backoff (FAST_RECONNECT's grows to
+    # 200 ms) the figure would hold up to one backoff of the client's waiting, not the server's start.
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=POLL_RECONNECT)
     stub = health_pb2_grpc.HealthStub(channel)
     try:
         while True:

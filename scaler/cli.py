@@ -55,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_check_parsers(sub: Any) -> None:
-    from .inspect.check import add_probe_flags
+    from .inspect.flags import add_probe_flags
 
     check = sub.add_parser("check", help="ask the scaler about a ScaledObject's triggers and show what KEDA would do")
     check.add_argument("files", nargs="+", metavar="FILE", help="ScaledObject / ScaledJob YAML ('-' for stdin)")

@@ -72,12 +72,18 @@ class SourcePoller:
                 self.changed.notify_all()
             await asyncio.sleep(max(0.0, next_tick - loop.time()))
 
-    async def updates(self) -> AsyncIterator[Update]:
-        """Every reading from now on, starting with the latest one if there is one; ends when closed."""
+    async def updates(self, until: float | None = None) -> AsyncIterator[Update]:
+        """Every reading from now on, starting with the latest one if there is one; ends when closed, or at
+        `until` (event loop time) if given."""
         seen = 0
         while True:
             async with self.changed:
-                await self.changed.wait_for(self._newer_than(seen))
+                try:
+                    # Spans this await only, never the yield: the deadline cannot cancel the caller's write.
+                    async with asyncio.timeout_at(until):
+                        await self.changed.wait_for(self._newer_than(seen))
+                except TimeoutError:
+                    return
                 if self.closed:
                     return
                 seen = self.version
@@ -114,9 +120,15 @@ class PushHub:
 
     @contextlib.asynccontextmanager
     async def watch(
-        self, key: SourceKey, measure: Callable[[], Awaitable[float]], timeout: float, namespace: str = ""
+        self,
+        key: SourceKey,
+        measure: Callable[[], Awaitable[float]],
+        timeout: float,
+        namespace: str = "",
+        until: float | None = None,
     ) -> AsyncIterator[AsyncIterator[Update]]:
-        """Updates of `key`'s poller; CapacityExhausted when `namespace` may not watch one more source."""
+        """Updates of `key`'s poller until `until` (loop time); CapacityExhausted when `namespace` may not
+        watch one more source."""
         poller = self._pollers.get(key)
         if poller is None or poller.closed or not poller.namespaces[namespace]:
             # Joining another namespace's poller keeps it polling: it counts like starting one.
@@ -128,7 +140,7 @@ class PushHub:
             self.metrics.pollers.set(len(self._pollers))
         self._subscribe(poller, namespace, +1)
         try:
-            yield poller.updates()
+            yield poller.updates(until)
         finally:
             self._subscribe(poller, namespace, -1)
             # Nobody watches this source any more: stop polling it now rather than on a timer.

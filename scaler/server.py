@@ -38,6 +38,25 @@ def split_address(address: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def connection_age_options(settings: Settings) -> list[tuple[str, int]]:
+    """GOAWAY after `max_connection_age`: KEDA's grpc-go client re-resolves the headless Service only when a
+    connection ends, so without it a replica added later gets no calls from a connected KEDA.
+
+    The grace covers what is in flight at GOAWAY: a unary call waits on its source for at most
+    max_source_timeout, and a push stream ends itself with OK within one age of opening (see
+    ExternalScalerService), so the grace is both added up: gRPC never cuts a stream, and KEDA keeps its
+    2 s reconnect backoff instead of doubling it.
+    """
+    age = settings.max_connection_age
+    if not age:
+        return []
+    grace = age + settings.max_source_timeout
+    return [
+        ("grpc.max_connection_age_ms", round(age * 1000)),
+        ("grpc.max_connection_age_grace_ms", round(grace * 1000)),
+    ]
+
+
 class ScalerServer:
     def __init__(self, settings: Settings, registry: AdapterRegistry | None = None) -> None:
         self.settings = settings
@@ -104,10 +123,17 @@ class ScalerServer:
                 # Still bounded, so a sustained overload sheds calls instead of growing memory without end.
                 ("grpc.server.max_pending_requests", 10_000),
                 ("grpc.server.max_pending_requests_hard_limit", 20_000),
+                *connection_age_options(self.settings),
             ]
         )
         service = ExternalScalerService(
-            self.parser, self.cache, self.hub, self.metrics, self.shutdown, status=self.status
+            self.parser,
+            self.cache,
+            self.hub,
+            self.metrics,
+            self.shutdown,
+            status=self.status,
+            stream_age=self.settings.max_connection_age or None,
         )
         add_external_scaler(service, server, self.metrics)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any, NoReturn, TypeVar
@@ -51,6 +52,7 @@ class ExternalScalerService(pb_grpc.ExternalScalerServicer):  # type: ignore[mis
         shutdown: asyncio.Event,
         *,
         status: StatusBoard | None = None,
+        stream_age: float | None = None,
     ) -> None:
         self.parser = parser
         self.cache = cache
@@ -58,6 +60,7 @@ class ExternalScalerService(pb_grpc.ExternalScalerServicer):  # type: ignore[mis
         self.metrics = metrics
         self.shutdown = shutdown
         self.status = status if status is not None else NoStatus()  # the status page's observer
+        self.stream_age = stream_age
 
     # --- helpers -------------------------------------------------------------------------------
 
@@ -213,6 +216,18 @@ class ExternalScalerService(pb_grpc.ExternalScalerServicer):  # type: ignore[mis
         self.metrics.count_request(method, _status(error).name)
         await self._abort(context, _status(error), error, method, request)
 
+    def _stream_end(self) -> float | None:
+        """When a push stream opened now ends itself with OK (loop time; None: only at shutdown).
+
+        Within one max_connection_age of opening, so before the GOAWAY grace would cut it (server.py): KEDA
+        reopens a cleanly ended stream after 2 s wherever its balancer sends it, which spreads streams
+        over replicas added since. Spread over the last tenth of the age: KEDA opens its streams together,
+        and ending them together would make every stream reopen in the same second.
+        """
+        if self.stream_age is None:
+            return None
+        return asyncio.get_running_loop().time() + self.stream_age * random.uniform(0.9, 1.0)
+
     @contextlib.contextmanager
     def _open_stream(self, method: str) -> Iterator[None]:
         """Count an open push stream, and its end as OK or CANCELLED."""
@@ -236,7 +251,11 @@ class ExternalScalerService(pb_grpc.ExternalScalerServicer):  # type: ignore[mis
             try:
                 updates = await watching.enter_async_context(
                     self.hub.watch(
-                        trigger.activation_key, trigger.measure_activation(), trigger.timeout, request.namespace
+                        trigger.activation_key,
+                        trigger.measure_activation(),
+                        trigger.timeout,
+                        request.namespace,
+                        self._stream_end(),
                     )
                 )
             except AdapterError as error:  # the namespace's poller cap
@@ -273,6 +292,10 @@ class ExternalScalerService(pb_grpc.ExternalScalerServicer):  # type: ignore[mis
         trigger = await self._stream_trigger(method, request, context)
         with self._open_stream(method):
             # The spec depends on the metadata only, which cannot change within one stream: send it once
-            # and hold the stream until KEDA cancels it or the server shuts down (then end with OK).
+            # and hold the stream until KEDA cancels it, the server shuts down or the stream's age is
+            # reached (then end with OK).
+            until = self._stream_end()
             yield self._spec(trigger)
-            await self.shutdown.wait()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout_at(until):  # spans no yield: cannot cancel a write
+                    await self.shutdown.wait()

@@ -98,6 +98,12 @@ class Settings(BaseSettings):
         100, ge=1, description="Sources one namespace may watch with StreamIsActive (RESOURCE_EXHAUSTED beyond)"
     )
     shutdown_grace: float = Field(10.0, ge=0, description="Seconds in-flight calls get to finish on SIGTERM")
+    max_connection_age: float = Field(
+        60.0,
+        ge=0,
+        description="Seconds before the server asks a client to reconnect (GOAWAY) and ends a push stream with OK, "
+        "so KEDA re-resolves and spreads calls over replicas added since; 0: never",
+    )
     series_ttl: float = Field(
         120.0, gt=0, description="Seconds after a ScaledObject's last call before its /metrics series are removed"
     )

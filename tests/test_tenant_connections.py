@@ -205,6 +205,8 @@ def test_metadata_over_the_size_limit_is_refused_before_parsing_and_memory_stays
     assert all(r.startswith("INVALID_ARGUMENT") and "max_metadata_bytes" in r and "16384" in r for r in refused)
     assert max(victim_latencies) < 2.0
     growth = psutil.Process(scaler.proc.pid).memory_info().rss - rss_before
+    worst = max(victim_latencies) * 1000
+    print(f"\n250 refused 850 KB triggers: RSS {growth / 2**20:+.1f} MiB, victim max {worst:.0f} ms")
     assert growth < 60 * 1024 * 1024, f"RSS grew by {growth / 2**20:.0f} MiB for refused metadata"
     # Nothing refused was parsed: no warning about the unknown `padding` key of those triggers.
     assert "padding" not in scaler.logs()

@@ -119,3 +119,15 @@ def test_unknown_connection_is_refused_without_listing_defined_ones(connected_sc
     )
     assert "'connection'" in details and "'nope'" in details
     assert "metrics" not in details, "a refusal must not tell a tenant which connections exist"
+
+
+@pytest.mark.parametrize("timeout", ["9" * 400, "9223372036854775808", "-" + "9" * 30])
+def test_a_duration_beyond_int64_milliseconds_is_invalid_not_internal(
+    scaler: ScalerProcess, prometheus: PrometheusServer, timeout: str
+) -> None:
+    # Found by the fuzzer: 400 digits of milliseconds overflowed a float and came back as INTERNAL.
+    metadata = {"adapter": "prometheus", "serverAddress": prometheus.url, "query": "up", "threshold": "1"}
+    with pytest.raises(grpc.RpcError) as err:
+        scaler.spec({**metadata, "timeout": timeout})
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "'timeout'" in err.value.details() and "out of range" in err.value.details()

@@ -24,32 +24,6 @@ from .report import Report, evaluate, render_table, to_json
 EXIT_OK, EXIT_TRIGGER_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
 
-def add_probe_flags(parser: argparse.ArgumentParser) -> None:
-    """Flags shared by `check` and `watch`."""
-    where = parser.add_mutually_exclusive_group()
-    where.add_argument("--address", default="", help="scaler host:port for every trigger (default: its scalerAddress)")
-    where.add_argument("--local", action="store_true", help="run the adapters in this process; no server needed")
-    parser.add_argument(
-        "--current-replicas",
-        type=int,
-        default=None,
-        metavar="N",
-        help="replicas running now (default: minReplicaCount)",
-    )
-    parser.add_argument("--timeout", type=float, default=10.0, help="seconds per gRPC call (default 10)")
-    parser.add_argument("--config", default="", help="with --local: the server's YAML settings (named connections)")
-    parser.add_argument("--ca-cert", default="", help="CA to verify the scaler's TLS certificate")
-    parser.add_argument("--cert", default="", help="client certificate, for a scaler that requires mTLS")
-    parser.add_argument("--key", default="", help="client private key, with --cert")
-    parser.add_argument(
-        "--crds",
-        default=None,
-        metavar="DIR",
-        help="KEDA's CRD manifests to validate against (default: $SCALER_KEDA_CRDS, else the cluster's CRDs "
-        "through kubectl, else a built-in subset)",
-    )
-
-
 def load(args: argparse.Namespace) -> tuple[list[ScaledResource], Schemas] | None:
     """The manifests and the schemas they passed, or None after printing why they cannot be used."""
     if args.current_replicas is not None and args.current_replicas < 0:

@@ -126,9 +126,9 @@ class RunningScaler:
     def _launch(
         self, args: Sequence[str], env: Mapping[str, str], channel_credentials: grpc.ChannelCredentials | None
     ) -> None:
-        self.grpc_port = free_port()
+        host, self.grpc_port = self._grpc_listen()
         self.http_port = free_port()
-        self.address = f"127.0.0.1:{self.grpc_port}"
+        self.address = f"{host}:{self.grpc_port}"
         self.workdir = Path(tempfile.mkdtemp(prefix="scaler-contract-"))
         self.log_path = self.workdir / "scaler.log"
         command = [
@@ -155,6 +155,10 @@ class RunningScaler:
         self.stub = pb_grpc.ExternalScalerStub(self.channel)
         self.health = health_pb2_grpc.HealthStub(self.channel)
         self._final_logs: str | None = None
+
+    def _grpc_listen(self) -> tuple[str, int]:
+        """Where the gRPC port listens: a subclass may put replicas on other loopback addresses."""
+        return "127.0.0.1", free_port()
 
     def _serving(self) -> bool:
         if self.proc.poll() is not None:

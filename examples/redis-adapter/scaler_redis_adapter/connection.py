@@ -7,20 +7,13 @@ settings, shared by every ScaledObject that reads that Redis.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-import redis.asyncio as aioredis
 from pydantic import Field, SecretStr, field_validator
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import (
-    AuthenticationError,
-    ConnectionError,
-    NoPermissionError,
-    RedisError,
-    ResponseError,
-    TimeoutError,
-)
+
+if TYPE_CHECKING:  # redis-py itself is imported by the first reading: the scaler's start-up loads every plugin
+    import redis.asyncio as aioredis
+    from redis.exceptions import RedisError
 
 from adapters.api import (
     Adapter,
@@ -128,6 +121,10 @@ class RedisAdapter(Adapter[M], Generic[M]):
         self.pools.append(self.clients)
 
     async def _create(self, endpoint: RedisEndpoint) -> aioredis.Redis:
+        import redis.asyncio as aioredis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+
         options: dict[str, Any] = {}
         if endpoint.tls:
             options = {
@@ -168,6 +165,8 @@ class RedisAdapter(Adapter[M], Generic[M]):
 
 def translate(exc: RedisError, what: str) -> AdapterError:
     """A redis-py error as the adapter error the engine maps to a gRPC status. `what` names the object."""
+    from redis.exceptions import AuthenticationError, ConnectionError, NoPermissionError, ResponseError, TimeoutError
+
     detail = str(exc)[:_MAX_ERROR]
     if isinstance(exc, AuthenticationError):
         return SourceUnauthenticated(f"{what}: Redis refused the credentials: {detail}")

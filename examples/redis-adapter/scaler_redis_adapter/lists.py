@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pydantic import Field
-from redis.exceptions import RedisError
 
 from adapters.api import SourceKey
 
@@ -39,6 +38,8 @@ class RedisListAdapter(RedisAdapter[RedisListMetadata]):
         )
 
     async def measure(self, metadata: RedisListMetadata) -> float:
+        from redis.exceptions import RedisError  # imported by the first reading, not at start-up
+
         client = await self.client(metadata)
         try:
             length = await client.llen(metadata.list_name)

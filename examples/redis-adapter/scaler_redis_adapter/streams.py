@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Any
 
 from pydantic import Field
-from redis.exceptions import RedisError
 
 from adapters.api import SourceKey, SourceNotFound, SourcePrecondition
 
@@ -63,6 +62,8 @@ class RedisStreamsAdapter(RedisAdapter[RedisStreamsMetadata]):
         return f"{metadata.stream}-{metadata.consumer_group}"
 
     async def measure(self, metadata: RedisStreamsMetadata) -> float:
+        from redis.exceptions import RedisError  # imported by the first reading, not at start-up
+
         client = await self.client(metadata)
         what = f"stream '{metadata.stream}' on {metadata.endpoint}"
         try:
