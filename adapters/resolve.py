@@ -10,6 +10,7 @@ Adapters outside the engine (the contract suite, a plugin's own tests) get `syst
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import re
 import socket
@@ -32,6 +33,9 @@ _HOST_NAME = re.compile(r"[a-z0-9_]([a-z0-9_.-]*[a-z0-9_])?")
 _DNS_THREADS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="dns")
 
 
+# Cached: every source query normalises its host (the egress hook), and KEDA repeats the same few hosts.
+# Bounded, and a host that raises is not cached (lru_cache stores results only).
+@functools.lru_cache(maxsize=4096)
 def idna_host(host: str) -> str:
     """The host as every client here sends it: UTS-46 (IDNA 2008) A-labels, lower-case, no trailing dot.
 

@@ -7,7 +7,7 @@ default) and another GetMetrics every 15 s (the HPA's default sync through KEDA'
 random phases: 1,333 calls/s in steady state. The first 2,000 ScaledObjects (200 sources) are
 `external-push` triggers holding a StreamIsActive open. The load runs in its own process (bench/keda_load.py);
 psutil samples the scaler process over the measured window after one full polling interval of warm-up.
-The scaler runs on its defaults (cache TTL 1 s, push interval 1 s).
+The scaler runs on its defaults (cache TTL 5 s, push interval 1 s).
 
     .venv/bin/python bench/cluster_scale.py [--window 60]
 """

@@ -10,7 +10,7 @@ NOTES = """
   phases: 1,333 calls/s. The first 2,000 ScaledObjects (200 sources) are `external-push` triggers holding
   `StreamIsActive` open. The load runs in its own process (bench/keda_load.py, grpc.aio, one channel like
   KEDA's); psutil reads the scaler process's CPU time and RSS over the window after one full 30 s polling
-  interval of warm-up. The scaler runs on its defaults (cache TTL 1 s, push interval 1 s).
+  interval of warm-up. The scaler runs on its defaults (cache TTL 5 s, push interval 1 s).
 - **Source queries per TTL**: one scaler per size (empty caches), cache TTL 2 s; a separate process calls
   `GetMetrics` for every ScaledObject round-robin, 64 in flight, for at least 3 TTLs; queries counted at
   Prometheus (`prometheus_http_requests_total{handler="/api/v1/query"}`) and by the scaler

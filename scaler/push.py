@@ -43,7 +43,10 @@ class SourcePoller:
         self.namespace = namespace  # whose query budget its reads use: the namespace that started it
         self.latest: Update | None = None
         self.version = 0
-        self.changed = asyncio.Condition()
+        # One future per waiting stream, resolved when a reading is published. Not an asyncio.Condition
+        # with a timeout per wait: at 2,000 streams that lock, Timeout and timer per stream per interval
+        # were most of what a push update cost (py-spy at cluster scale).
+        self._waiters: list[asyncio.Future[None]] = []
         self.closed = False
         self._measure, self._timeout, self._cache, self._interval = measure, timeout, cache, interval
         self.task = asyncio.create_task(self._run(), name=f"poller {key}")
@@ -66,41 +69,63 @@ class SourcePoller:
                 )
             except AdapterError as error:
                 update = error
-            async with self.changed:
-                self.latest = update
-                self.version += 1
-                self.changed.notify_all()
+            self.latest = update
+            self.version += 1
+            self._wake()
             await asyncio.sleep(max(0.0, next_tick - loop.time()))
+
+    def _wake(self) -> None:
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():  # a stream cancelled while waiting
+                waiter.set_result(None)
 
     async def updates(self, until: float | None = None) -> AsyncIterator[Update]:
         """Every reading from now on, starting with the latest one if there is one; ends when closed, or at
         `until` (event loop time) if given."""
+        loop = asyncio.get_running_loop()
+        watch = _Watch()
+        # One timer per stream, not one per wait. It only wakes the stream, which then ends: the deadline
+        # never cancels anything, so it cannot cut the caller's write of an update.
+        timer = loop.call_at(until, watch.expire) if until is not None else None
         seen = 0
-        while True:
-            async with self.changed:
-                try:
-                    # Spans this await only, never the yield: the deadline cannot cancel the caller's write.
-                    async with asyncio.timeout_at(until):
-                        await self.changed.wait_for(self._newer_than(seen))
-                except TimeoutError:
-                    return
-                if self.closed:
+        try:
+            while True:
+                while not (self.closed or watch.expired or self.version > seen):
+                    watch.waiter = loop.create_future()
+                    self._waiters.append(watch.waiter)
+                    await watch.waiter
+                if self.closed or watch.expired:
                     return
                 seen = self.version
                 update = self.latest
-            assert update is not None
-            yield update
-
-    def _newer_than(self, seen: int) -> Callable[[], bool]:
-        return lambda: self.closed or self.version > seen
+                assert update is not None
+                yield update
+        finally:
+            if timer is not None:
+                timer.cancel()
 
     async def close(self) -> None:
         self.task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self.task
-        async with self.changed:
-            self.closed = True
-            self.changed.notify_all()
+        self.closed = True
+        self._wake()
+
+
+class _Watch:
+    """One stream's wait: the future it waits on, and whether its deadline passed."""
+
+    __slots__ = ("expired", "waiter")
+
+    def __init__(self) -> None:
+        self.waiter: asyncio.Future[None] | None = None
+        self.expired = False
+
+    def expire(self) -> None:
+        self.expired = True
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
 
 
 class PushHub:

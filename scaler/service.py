@@ -30,6 +30,13 @@ T = TypeVar("T")
 _SOURCE_FAILURES = frozenset({"UNAVAILABLE", "DEADLINE_EXCEEDED", "NOT_FOUND", "INTERNAL", "UNAUTHENTICATED"})
 
 
+# Warm answers are built once: KEDA asks the same few questions over and over, and a cached reading gives
+# the same answer until it changes. grpc only serializes the message (read-only), so one instance can
+# answer any number of calls at once. Bounded: cleared when full, so new readings cannot grow it.
+_ACTIVE = {True: pb.IsActiveResponse(result=True), False: pb.IsActiveResponse(result=False)}
+_MAX_BUILT_RESPONSES = 20_000
+
+
 def _status(error: AdapterError) -> grpc.StatusCode:
     code: grpc.StatusCode = getattr(grpc.StatusCode, error.status, grpc.StatusCode.INTERNAL)
     return code
@@ -61,6 +68,7 @@ class ExternalScalerService(pb_grpc.ExternalScalerServicer):  # type: ignore[mis
         self.shutdown = shutdown
         self.status = status if status is not None else NoStatus()  # the status page's observer
         self.stream_age = stream_age
+        self._metrics_responses: dict[tuple[str, float], Any] = {}
 
     # --- helpers -------------------------------------------------------------------------------
 
@@ -81,6 +89,17 @@ class ExternalScalerService(pb_grpc.ExternalScalerServicer):  # type: ignore[mis
                 )
             ]
         )
+
+    def _metrics_response(self, name: str, value: float) -> Any:
+        key = (name, value)
+        response = self._metrics_responses.get(key)
+        if response is None:
+            if len(self._metrics_responses) >= _MAX_BUILT_RESPONSES:
+                self._metrics_responses.clear()
+            response = self._metrics_responses[key] = pb.GetMetricsResponse(
+                metricValues=[pb.MetricValue(metricName=name, metricValue=round(value), metricValueFloat=value)]
+            )
+        return response
 
     async def _read(self, trigger: Trigger, ref: Any, *, activation: bool) -> tuple[Reading, bool]:
         """The reading, and whether it is a stale one served by the lastKnown policy."""
@@ -175,11 +194,7 @@ class ExternalScalerService(pb_grpc.ExternalScalerServicer):  # type: ignore[mis
             self.status.reading(
                 ref, trigger, reading.value, reading.taken_at, stale=stale, requested=request.metricName
             )
-            return pb.GetMetricsResponse(
-                metricValues=[
-                    pb.MetricValue(metricName=name, metricValue=round(reading.value), metricValueFloat=reading.value)
-                ]
-            )
+            return self._metrics_response(name, reading.value)
 
         return await self._unary("GetMetrics", ref, context, handle)
 
@@ -199,7 +214,7 @@ class ExternalScalerService(pb_grpc.ExternalScalerServicer):  # type: ignore[mis
             self.status.reading(
                 request, trigger, _same_source(trigger, reading), reading.taken_at, stale=stale, active=active
             )
-            return pb.IsActiveResponse(result=active)
+            return _ACTIVE[active]
 
         return await self._unary("IsActive", request, context, handle)
 
@@ -285,7 +300,7 @@ class ExternalScalerService(pb_grpc.ExternalScalerServicer):  # type: ignore[mis
                     # and the workload would never scale to zero (kedacore/http-add-on#1792).
                     if active != last_sent:
                         last_sent = active
-                        yield pb.IsActiveResponse(result=active)
+                        yield _ACTIVE[active]
 
     async def StreamMetricSpec(self, request: Any, context: aio.ServicerContext) -> AsyncIterator[Any]:
         method = "StreamMetricSpec"

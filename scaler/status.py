@@ -29,6 +29,7 @@ from .replicas import from_reading
 HISTORY = 30  # readings per sparkline: an hour of KEDA's default 30 s polling would be 120; 30 shows the trend
 ERROR_WINDOW = 300.0  # "errors in the last 5 minutes"
 _BUCKET = 10.0  # seconds per error-count bucket
+_FULL_SWEEP_INTERVAL = 1.0  # seconds between sweeps of a full table (see StatusBoard._row)
 _MESSAGE_MAX = 300
 _SOURCE_MAX = 240
 _INDEXED = re.compile(r"s(\d{1,4})-(.+)", re.DOTALL)
@@ -87,6 +88,7 @@ class StatusBoard:
         self.started = time.time()
         self.rows: dict[tuple[str, str, str], Row] = {}
         self.refused = 0  # rows not stored because the table was full
+        self._next_full_sweep = 0.0  # monotonic time the next sweep for a full table may run
         self._errors: deque[list[float]] = deque(maxlen=int(ERROR_WINDOW / _BUCKET) + 1)  # [bucket start, count]
 
     # --- the service's hooks (hot path) -----------------------------------------------------------
@@ -97,7 +99,14 @@ class StatusBoard:
         row = self.rows.get(key)
         if row is None:
             if len(self.rows) >= self.max_rows:
-                self.sweep()
+                # At most one sweep per interval while full: a sweep reads every row, and with more triggers
+                # than rows every call of an object without a row swept the whole table (14% of the
+                # scaler's samples at 10,000 ScaledObjects over the default 5,000 rows). Rows only expire
+                # after `ttl` (minutes), so sweeping more often would reclaim next to nothing.
+                now = time.monotonic()
+                if now >= self._next_full_sweep:
+                    self._next_full_sweep = now + _FULL_SWEEP_INTERVAL
+                    self.sweep()
                 if len(self.rows) >= self.max_rows:
                     self.refused += 1
                     return None
