@@ -194,7 +194,13 @@ def test_no_secret_on_the_status_page(start_scaler: StartScaler, scraped: Promet
         "query": "vector(3)",
         "threshold": "1",
     }
-    keda_poll(scaler, {**served, "bearerToken": token}, "secretive")
+    # Basic credentials in the URL and a token in a custom header: both sent (basic and bearer exclude
+    # each other, as in KEDA), neither may show.
+    keda_poll(
+        scaler,
+        {**served, "authModes": "basic,custom", "customAuthHeader": "X-Token", "customAuthValue": token},
+        "secretive",
+    )
     dead = {**served, "serverAddress": f"http://user:{password}@127.0.0.1:1", "query": "vector(4)"}
     with pytest.raises(grpc.RpcError) as failed:  # its error message names the address
         keda_poll(scaler, dead, "secretive-dead")
