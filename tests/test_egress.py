@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 
@@ -18,9 +16,10 @@ import grpc
 import pytest
 
 from scaler.egress import EgressPolicy, HostRule, is_forbidden_ip, normal_path, parse_destination, parse_rule
+from tests.fixtures._secrets import run_cli
 from tests.fixtures._util import free_port
 from tests.fixtures.prometheus import PrometheusServer
-from tests.fixtures.scaler import ROOT, ScalerProcess, StartScaler, denied, ref
+from tests.fixtures.scaler import ScalerProcess, StartScaler, denied, ref
 
 
 def prom(server_address: str, **extra: str) -> dict[str, str]:
@@ -173,28 +172,14 @@ def test_named_connection_is_refused_to_other_namespaces(
 
 
 def test_a_bad_egress_allow_entry_stops_the_server_with_a_message_naming_it() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "scaler", "serve", "--egress-allow", "10.0.0.0/8,http://user:pw@prom:9090"],
-        cwd=ROOT,
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    result = run_cli("serve", "--egress-allow", "10.0.0.0/8,http://user:pw@prom:9090", timeout=30)
     assert result.returncode == 2
     assert "egress_allow" in result.stderr and "userinfo" in result.stderr
     assert "pw@" not in result.stderr
 
 
 def test_a_bad_egress_nameservers_entry_stops_the_server_with_a_message_naming_it() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "scaler", "serve", "--egress-nameservers", "10.0.0.10,dns.example:53"],
-        cwd=ROOT,
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    result = run_cli("serve", "--egress-nameservers", "10.0.0.10,dns.example:53", timeout=30)
     assert result.returncode == 2
     assert "egress_nameservers" in result.stderr and "dns.example:53" in result.stderr
 

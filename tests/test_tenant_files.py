@@ -11,7 +11,6 @@ import asyncio
 import os
 import shutil
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -26,10 +25,11 @@ import pytest
 
 from adapters import files
 from adapters.api import SourceUnavailable, discover_adapter_classes
+from tests.fixtures._secrets import run_cli
 from tests.fixtures.certs import Pki
 from tests.fixtures.prometheus import PrometheusServer
 from tests.fixtures.pubsub import google_isolated_env
-from tests.fixtures.scaler import ROOT, ScalerProcess, denied, error_of
+from tests.fixtures.scaler import ScalerProcess, denied, error_of
 
 ATTACKER, VICTIM = "team-a", "team-b"
 CONNECTIONS = """
@@ -208,14 +208,7 @@ def test_an_encrypted_key_is_refused_naming_it(
 
 
 def test_a_relative_trigger_file_dir_stops_the_server_naming_the_setting() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "scaler", "serve", "--trigger-file-dirs", "/etc/certs,secrets/tls"],
-        cwd=ROOT,
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    result = run_cli("serve", "--trigger-file-dirs", "/etc/certs,secrets/tls", timeout=30)
     assert result.returncode == 2
     assert "trigger_file_dirs" in result.stderr and "absolute" in result.stderr
 
