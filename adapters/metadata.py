@@ -136,6 +136,9 @@ class TriggerMetadata(BaseModel):
         str_strip_whitespace=True,
         allow_inf_nan=False,
         hide_input_in_errors=True,
+        # Schemas are built when a trigger first parses with the model, not at import: start-up imports every
+        # adapter, and building all their validators is most of what pydantic costs before SERVING (issue 18).
+        defer_build=True,
     )
 
     target_key: ClassVar[str] = "value"
@@ -172,10 +175,10 @@ class TriggerMetadata(BaseModel):
         return values
 
     path_keys: ClassVar[tuple[str, ...]] = ()
+    """Keys holding a path in the scaler's filesystem: a trigger may give them only inside `trigger_file_dirs`."""
     env_path_keys: ClassVar[tuple[str, ...]] = ()
     """Keys naming a variable of the scaler's environment that holds a path (`credentialsFromEnvFile`): the
     path the variable holds is confined like a `path_keys` value."""
-    """Keys holding a path in the scaler's filesystem: a trigger may give them only inside `trigger_file_dirs`."""
 
     def embedded_addresses(self) -> list[tuple[str, str]]:
         """(metadata key, URL) of addresses inside other values that the adapter will connect to, such as

@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import json
 import os
+from contextvars import ContextVar
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 from pydantic_settings import SettingsError as PydanticSettingsError
 
 from adapters.api import SECRETS
+
+if TYPE_CHECKING:
+    import yaml
 
 ENV_PREFIX = "SCALER_"
 
@@ -71,7 +74,9 @@ class Connection(BaseModel):
 class Settings(BaseSettings):
     """Every setting of the server. The README's table is generated from this class."""
 
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", validate_default=True)
+    # defer_build: only `_Layered` below validates; Settings itself is filled by model_construct, so building
+    # its validator at import would cost start-up time (issue 18) for nothing.
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", validate_default=True, defer_build=True)
 
     grpc_address: str = Field("0.0.0.0:9090", description="gRPC listen address (KEDA's `scalerAddress` points here)")
     http_address: str = Field("0.0.0.0:8080", description="HTTP listen address for /metrics, /healthz and /readyz")
@@ -259,6 +264,8 @@ class Settings(BaseSettings):
 
 
 def _read_yaml(path: str) -> dict[str, Any]:
+    import yaml  # only with a config file: PyYAML's import is ~15 ms of start-up
+
     try:
         data = yaml.safe_load(Path(path).read_text())
     except OSError as exc:
@@ -273,6 +280,8 @@ def _read_yaml(path: str) -> dict[str, Any]:
 
 
 def _yaml_problem(exc: yaml.YAMLError) -> str:
+    import yaml
+
     # Only the problem and where it is: PyYAML's own message quotes the offending line, which may hold a password.
     if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
         mark = exc.problem_mark
@@ -292,24 +301,30 @@ class _FileSource(PydanticBaseSettingsSource):
         return dict(self.values)
 
 
+_FILE_VALUES: ContextVar[dict[str, Any]] = ContextVar("_FILE_VALUES")
+
+
+class _Layered(Settings):
+    """Settings with the YAML file as the lowest source. One class for every load (a class per call would build
+    a pydantic validator each time); the file's values travel in a context variable."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, env_settings, _FileSource(settings_cls, _FILE_VALUES.get())
+
+
 def load_settings(flags: dict[str, Any] | None = None) -> Settings:
     """Build settings from flags (highest), the environment, then the YAML file named by flag or SCALER_CONFIG."""
     flags = {k: v for k, v in (flags or {}).items() if v is not None}
     path = flags.get("config") or os.environ.get(f"{ENV_PREFIX}CONFIG", "")
-    file_values = _read_yaml(path) if path else {}
-
-    class _Layered(Settings):
-        @classmethod
-        def settings_customise_sources(
-            cls,
-            settings_cls: type[BaseSettings],
-            init_settings: PydanticBaseSettingsSource,
-            env_settings: PydanticBaseSettingsSource,
-            dotenv_settings: PydanticBaseSettingsSource,
-            file_secret_settings: PydanticBaseSettingsSource,
-        ) -> tuple[PydanticBaseSettingsSource, ...]:
-            return init_settings, env_settings, _FileSource(settings_cls, file_values)
-
+    token = _FILE_VALUES.set(_read_yaml(path) if path else {})
     try:
         layered = _Layered(**flags)
     except PydanticSettingsError as exc:
@@ -319,6 +334,8 @@ def load_settings(flags: dict[str, Any] | None = None) -> Settings:
         err = exc.errors(include_url=False, include_input=False)[0]
         where = ".".join(str(p) for p in err.get("loc", ())) or "settings"
         raise SettingsError(f"setting '{where}': {err['msg']}") from None
+    finally:
+        _FILE_VALUES.reset(token)
     return Settings.model_construct(**{name: getattr(layered, name) for name in Settings.model_fields})
 
 

@@ -24,6 +24,7 @@ HEAVY = {
     "google.api_core",
     "redis",
     "jsonschema",  # `scaler check` only
+    "yaml",  # only with a config file (SCALER_CONFIG / --config)
 }
 
 START_AND_REPORT = """
