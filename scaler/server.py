@@ -10,7 +10,7 @@ import signal
 
 from grpc import aio
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from adapters.api import AdapterContext, AdapterRegistry, HttpClients
 from adapters.auth.params import set_cloud_hosts
@@ -27,7 +27,7 @@ from .status import NoStatus, StatusBoard
 from .status_page import StatusPage
 from .tls import RotatingServerCredentials
 from .triggers import TriggerParser
-from .wire import add_external_scaler
+from .wire import add_external_scaler, generic_only
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ExternalScaler"].full_name
@@ -136,10 +136,13 @@ class ScalerServer:
             stream_age=self.settings.max_connection_age or None,
         )
         add_external_scaler(service, server, self.metrics)
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
-        reflection.enable_server_reflection(
-            (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
-            server,
+        # Generic handlers only, for every service on the server (see GenericOnly for the measured reason).
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, generic_only(server))
+        reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
+            reflection.aio.ReflectionServicer(
+                (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME)
+            ),
+            generic_only(server),
         )
         s = self.settings
         self.grpc = server  # from here on, stop() tears it down, also when a port cannot be bound
