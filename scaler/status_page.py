@@ -57,11 +57,7 @@ class StatusPage:
         return json.dumps(data, separators=(",", ":")).encode(), _COMMON
 
     def cache_hit_ratio(self) -> float | None:
-        counts: dict[str, float] = {}
-        for metric in self.metrics.cache.collect():
-            for sample in metric.samples:
-                if sample.name.endswith("_total"):
-                    counts[sample.labels["result"]] = counts.get(sample.labels["result"], 0.0) + sample.value
+        counts = self.metrics.calls.cache
         total = sum(counts.values())
         # Coalesced calls shared a query in flight: they did not cost the source one, so they count as hits.
         return None if not total else round((counts.get("hit", 0.0) + counts.get("coalesced", 0.0)) / total, 4)
