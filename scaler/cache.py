@@ -103,6 +103,21 @@ class MeasurementCache:
             return await self._wait(key, entry, entry.inflight)
         return self._hit(entry)
 
+    def fresh(self, key: SourceKey) -> Reading | None:
+        """The cached reading while fresh and nothing is in flight (the cached error is raised), else None.
+
+        `read`'s warm case without an await: KEDA's calls mostly land here, and the service answers them
+        without creating a coroutine per layer.
+        """
+        entry = self._entries.get(key)
+        if entry is None or entry.inflight is not None:
+            return None
+        now = time.monotonic()
+        if entry.expires <= now:
+            return None
+        entry.last_used = now
+        return self._hit(entry)
+
     async def _start(
         self, key: SourceKey, entry: _Entry, measure: Callable[[], Awaitable[float]], timeout: float, lease: Lease
     ) -> Reading:

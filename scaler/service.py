@@ -7,8 +7,8 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from typing import Any, NoReturn, TypeVar
+from collections.abc import AsyncIterator, Iterator
+from typing import Any, NoReturn
 
 import grpc
 from grpc import aio
@@ -24,7 +24,6 @@ from .status import NoStatus, StatusBoard
 from .triggers import Trigger, TriggerParser
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 # Codes a lastKnown reading may stand in for: the source failed, not the trigger or the policy.
 _SOURCE_FAILURES = frozenset({"UNAVAILABLE", "DEADLINE_EXCEEDED", "NOT_FOUND", "INTERNAL", "UNAUTHENTICATED"})
@@ -101,6 +100,14 @@ class ExternalScalerService(pb_grpc.ExternalScalerServicer):  # type: ignore[mis
             )
         return response
 
+    def _read_fresh(self, trigger: Trigger, ref: Any, key: Any) -> tuple[Reading, bool] | None:
+        """`_read` from the cache alone, without an await; None when the source has to be asked."""
+        try:
+            reading = self.cache.fresh(key)
+        except AdapterError as error:  # a cached failure
+            return self._source_failed(trigger, ref, key, error)
+        return None if reading is None else (reading, False)
+
     async def _read(self, trigger: Trigger, ref: Any, *, activation: bool) -> tuple[Reading, bool]:
         """The reading, and whether it is a stale one served by the lastKnown policy."""
         key = trigger.activation_key if activation else trigger.source_key
@@ -108,11 +115,14 @@ class ExternalScalerService(pb_grpc.ExternalScalerServicer):  # type: ignore[mis
         try:
             return await self.cache.read(key, measure, trigger.timeout, namespace=ref.namespace), False
         except AdapterError as error:
-            self.status.failed(ref, trigger, error)
-            stale = self._last_known(trigger, ref, key, error)
-            if stale is None:
-                raise
-            return stale, True
+            return self._source_failed(trigger, ref, key, error)
+
+    def _source_failed(self, trigger: Trigger, ref: Any, key: Any, error: AdapterError) -> tuple[Reading, bool]:
+        self.status.failed(ref, trigger, error)
+        stale = self._last_known(trigger, ref, key, error)
+        if stale is None:
+            raise error
+        return stale, True
 
     def _last_known(self, trigger: Trigger, ref: Any, key: Any, error: AdapterError) -> Reading | None:
         """The opt-in `onSourceError: lastKnown` policy: a stale reading, visible in logs and on /metrics."""
@@ -140,22 +150,25 @@ class ExternalScalerService(pb_grpc.ExternalScalerServicer):  # type: ignore[mis
             context["adapter"] = adapter
         return context
 
-    async def _unary(
-        self, method: str, ref: Any, context: aio.ServicerContext, handler: Callable[[], Awaitable[T]]
-    ) -> T:
-        started = time.perf_counter()
-        code = grpc.StatusCode.OK
+    async def _failed(
+        self, method: str, ref: Any, context: aio.ServicerContext, exc: BaseException, started: float
+    ) -> NoReturn:
+        """How every unary call ends that does not answer: counted, logged, and aborted with its status.
+
+        Called from the RPC's `except BaseException`, so the answering path needs no wrapper coroutine of
+        its own (KEDA's calls are thousands a second, and each layer is an object per call).
+        """
+        code = grpc.StatusCode.INTERNAL
         try:
-            return await handler()
-        except AdapterError as error:
-            code = _status(error)
-            await self._abort(context, code, error, method, ref)
-        except asyncio.CancelledError:
-            code = grpc.StatusCode.CANCELLED
-            raise
-        except Exception:
-            code = grpc.StatusCode.INTERNAL
-            log.exception("%s failed unexpectedly", method, extra=self._context(ref))
+            if isinstance(exc, AdapterError):
+                code = _status(exc)
+                await self._abort(context, code, exc, method, ref)
+            if isinstance(exc, asyncio.CancelledError):
+                code = grpc.StatusCode.CANCELLED
+                raise exc
+            if not isinstance(exc, Exception):  # KeyboardInterrupt, SystemExit: not ours to answer
+                raise exc
+            log.error("%s failed unexpectedly", method, exc_info=exc, extra=self._context(ref))
             await context.abort(code, f"{method} failed unexpectedly; see the scaler's log")
         finally:
             self.metrics.count_request(method, code.name, time.perf_counter() - started)
@@ -172,20 +185,27 @@ class ExternalScalerService(pb_grpc.ExternalScalerServicer):  # type: ignore[mis
 
     # --- RPCs ----------------------------------------------------------------------------------
 
+    # Each unary RPC answers in one coroutine: the warm case (a fresh cached reading) never awaits, and
+    # anything raised goes to _failed.
+
     async def GetMetricSpec(self, request: Any, context: aio.ServicerContext) -> Any:
         # Metadata alone, never the source: KEDA must be able to build the HPA (and apply its
         # fallback) while the source is down (kedacore/keda#8056).
-        async def handle() -> Any:
-            return self._spec(self._trigger(request))
-
-        return await self._unary("GetMetricSpec", request, context, handle)
+        started = time.perf_counter()
+        try:
+            response = self._spec(self._trigger(request))
+        except BaseException as exc:
+            await self._failed("GetMetricSpec", request, context, exc, started)
+        self.metrics.count_request("GetMetricSpec", "OK", time.perf_counter() - started)
+        return response
 
     async def GetMetrics(self, request: Any, context: aio.ServicerContext) -> Any:
+        started = time.perf_counter()
         ref = request.scaledObjectRef
-
-        async def handle() -> Any:
+        try:
             trigger = self._trigger(ref)
-            reading, stale = await self._read(trigger, ref, activation=False)
+            read = self._read_fresh(trigger, ref, trigger.source_key)
+            reading, stale = read if read is not None else await self._read(trigger, ref, activation=False)
             name = request.metricName or trigger.metric_name
             # One record per call: value and reading age together.
             self.metrics.objects.record(
@@ -194,14 +214,18 @@ class ExternalScalerService(pb_grpc.ExternalScalerServicer):  # type: ignore[mis
             self.status.reading(
                 ref, trigger, reading.value, reading.taken_at, stale=stale, requested=request.metricName
             )
-            return self._metrics_response(name, reading.value)
-
-        return await self._unary("GetMetrics", ref, context, handle)
+            response = self._metrics_response(name, reading.value)
+        except BaseException as exc:
+            await self._failed("GetMetrics", ref, context, exc, started)
+        self.metrics.count_request("GetMetrics", "OK", time.perf_counter() - started)
+        return response
 
     async def IsActive(self, request: Any, context: aio.ServicerContext) -> Any:
-        async def handle() -> Any:
+        started = time.perf_counter()
+        try:
             trigger = self._trigger(request)
-            reading, stale = await self._read(trigger, request, activation=True)
+            read = self._read_fresh(trigger, request, trigger.activation_key)
+            reading, stale = read if read is not None else await self._read(trigger, request, activation=True)
             active = reading.value > trigger.activation_target
             self.metrics.objects.record(
                 request.namespace,
@@ -214,9 +238,10 @@ class ExternalScalerService(pb_grpc.ExternalScalerServicer):  # type: ignore[mis
             self.status.reading(
                 request, trigger, _same_source(trigger, reading), reading.taken_at, stale=stale, active=active
             )
-            return _ACTIVE[active]
-
-        return await self._unary("IsActive", request, context, handle)
+        except BaseException as exc:
+            await self._failed("IsActive", request, context, exc, started)
+        self.metrics.count_request("IsActive", "OK", time.perf_counter() - started)
+        return _ACTIVE[active]
 
     async def _stream_trigger(self, method: str, request: Any, context: aio.ServicerContext) -> Trigger:
         """Parse a stream's trigger, or end the stream with the metadata error (counted like a unary call)."""
