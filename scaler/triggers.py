@@ -131,17 +131,13 @@ class TriggerParser:
         self._cached_bytes = 0
 
     def parse(self, metadata: Mapping[str, str], namespace: str = "") -> Trigger:
-        size = metadata_size(metadata)
+        metadata, size = copy_within(metadata, self.max_metadata_bytes)
         if size > self.max_metadata_bytes:
             raise InvalidMetadata(
                 "",
                 f"trigger metadata is {size} bytes, more than the scaler's limit of {self.max_metadata_bytes} "
                 "bytes (max_metadata_bytes)",
             )
-        # Within the limit, one copy out of the protobuf map: iterating a protobuf map costs several times
-        # a dict's, and the connection check and the cache key read it again (every call). Not before the
-        # limit: a hostile map of many small entries, held at once, would grow the heap for good.
-        metadata = dict(metadata)
         self._check_connection_access(metadata, namespace)
         cached = self._cached(metadata, size)
         if isinstance(cached, AdapterError):
@@ -311,15 +307,22 @@ class TriggerParser:
         return {**values, **fixed}, frozenset(fixed)
 
 
-def metadata_size(metadata: Mapping[str, str]) -> int:
-    """UTF-8 bytes of keys and values: what a trigger costs to hold (cheap for ASCII, exact otherwise)."""
-    # A loop that allocates nothing for ASCII: this runs before the size limit, on hostile input too.
+def copy_within(metadata: Mapping[str, str], limit: int) -> tuple[dict[str, str], int]:
+    """A dict copy of the (protobuf) map and its size in UTF-8 bytes; the copy stops growing past `limit`.
+
+    One pass: iterating a protobuf map costs several times a dict's, and the connection check and the cache
+    key read the copy again (every call). Past the limit only the size is counted, so a hostile map of many
+    small entries is never held whole (held at once, it would grow the heap for good).
+    """
+    copy: dict[str, str] = {}
     size = 0
     for key, value in metadata.items():
         size += len(key) + len(value)
         if not (key.isascii() and value.isascii()):
             size += len(key.encode()) + len(value.encode()) - len(key) - len(value)
-    return size
+        if size <= limit:
+            copy[key] = value
+    return copy, size
 
 
 def _is_no_op(key: str, value: str) -> bool:
