@@ -1,4 +1,10 @@
-"""The baseline: a bare grpc.aio server built from the same stubs that answers GetMetrics with a constant."""
+"""The baseline: a bare grpc.aio server built from the same stubs that answers GetMetrics with a constant.
+
+    bare_server.py ADDRESS [--generic-only]
+
+As generated code registers it by default; `--generic-only` registers the same handlers the way the scaler
+does (scaler/wire.py GenericOnly), to show what that registration alone is worth.
+"""
 
 from __future__ import annotations
 
@@ -19,9 +25,14 @@ class Constant(pb_grpc.ExternalScalerServicer):  # type: ignore[misc]
         return RESPONSE
 
 
-async def main(address: str) -> None:
+async def main(address: str, generic_only: bool) -> None:
     server = aio.server()
-    pb_grpc.add_ExternalScalerServicer_to_server(Constant(), server)
+    if generic_only:
+        from scaler.wire import GenericOnly
+
+        pb_grpc.add_ExternalScalerServicer_to_server(Constant(), GenericOnly(server))
+    else:
+        pb_grpc.add_ExternalScalerServicer_to_server(Constant(), server)
     server.add_insecure_port(address)
     await server.start()
     print("ready", flush=True)
@@ -29,4 +40,4 @@ async def main(address: str) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1]))
+    asyncio.run(main(sys.argv[1], "--generic-only" in sys.argv[2:]))

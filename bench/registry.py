@@ -25,6 +25,7 @@ from bench import (
     adapter_overhead,
     bounded_work,
     cluster_scale,
+    grpc_instructions,
     grpc_throughput,
     noisy_neighbour,
     replicas_scale,
@@ -137,6 +138,8 @@ def _run_script(module: str, planned: list[tuple[str, str]], timeout: float = 24
 
 BENCHMARKS: list[Benchmark] = [
     Benchmark("grpc_throughput", lambda c: grpc_throughput.measure(c.prometheus.url).rows()),
+    # The same comparison in instructions, which the machine's noise does not move.
+    Benchmark("grpc_instructions", lambda c: grpc_instructions.measure(c.prometheus.url).rows()),
     Benchmark("source_queries", lambda c: source_queries.rows(source_queries.measure(c.prometheus))),
     adapter_benchmark(
         "rabbitmq_fanin",

@@ -9,6 +9,8 @@ command -v rabbitmq-server >/dev/null 2>&1 || [ -x /usr/sbin/rabbitmq-server ] |
 command -v h2load >/dev/null 2>&1 || need+=(nghttp2-client)
 command -v redis-server >/dev/null 2>&1 || [ -x /usr/bin/redis-server ] || need+=(redis-server)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+# bench/grpc_instructions.py counts instructions per call with callgrind (`make bench` only).
+command -v callgrind_control >/dev/null 2>&1 || need+=(valgrind)
 # tests/test_image.py builds the Dockerfile and runs the image: podman (daemonless) with runc, on a
 # Python base bootstrapped from Debian's archive.
 command -v podman >/dev/null 2>&1 || need+=(podman)
