@@ -217,6 +217,18 @@ def schema_errors(value: Any, schema: Mapping[str, Any]) -> Iterator[tuple[str, 
             yield where, problem
 
 
+# Keywords whose message is the limit and, for numbers, the value given.
+_BOUNDS = {
+    "minimum": "must be at least {expected}, got {value}",
+    "maximum": "must be at most {expected}, got {value}",
+    "format": "must fit in {expected}, got {value}",
+    "maxLength": "is longer than {expected} characters",
+    "minItems": "must have at least {expected} item{s}",
+    "maxItems": "must have at most {expected} item{s}",
+    "pattern": "does not match {expected}",
+}
+
+
 def _explain(error: jsonschema.ValidationError, path: list[Any]) -> Iterator[tuple[int, str, str]]:
     """jsonschema's error as (depth bonus, field path, problem) in the CLI's words; values are cut short."""
     # jsonschema types these as "maybe unset"; an error from iter_errors always has them.
@@ -236,24 +248,12 @@ def _explain(error: jsonschema.ValidationError, path: list[Any]) -> Iterator[tup
     elif keyword == "type":
         wanted = expected if isinstance(expected, str) else " or ".join(t for t in expected if t != "null")
         yield 0, where, f"must be {'an' if wanted[0] in 'aeiou' else 'a'} {wanted}, got {_describe(value)}"
-    elif keyword == "minimum":
-        yield 0, where, f"must be at least {expected}, got {value}"
-    elif keyword == "maximum":
-        yield 0, where, f"must be at most {expected}, got {value}"
-    elif keyword == "format":
-        yield 0, where, f"must fit in {expected}, got {value}"
+    elif keyword in _BOUNDS:
+        yield 0, where, _BOUNDS[keyword].format(expected=expected, value=value, s="s" if expected != 1 else "")
     elif keyword == "minLength":
         yield 0, where, "must not be empty" if expected == 1 else f"is shorter than {expected}"
-    elif keyword == "maxLength":
-        yield 0, where, f"is longer than {expected} characters"
     elif keyword == "enum":
         yield 0, where, f"must be one of {', '.join(map(str, expected))}, got {_describe(value)}"
-    elif keyword == "minItems":
-        yield 0, where, f"must have at least {expected} item{'s' if expected != 1 else ''}"
-    elif keyword == "maxItems":
-        yield 0, where, f"must have at most {expected} item{'s' if expected != 1 else ''}"
-    elif keyword == "pattern":
-        yield 0, where, f"does not match {expected}"
     elif keyword in ("anyOf", "oneOf"):
         yield 0, where, "matches none of the allowed shapes"
     else:
