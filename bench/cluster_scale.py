@@ -90,27 +90,39 @@ class Scale:
         ]
 
 
-def measure(prometheus: PrometheusServer, window: float = 60.0, cache_ttl: float | None = None) -> Scale:
+def prepare(prometheus: PrometheusServer) -> None:
+    """One series per source at the exporter, and Prometheus has scraped the last of them."""
     exporter = prometheus.exporter
     assert exporter is not None
     for source in range(OBJECTS // PER_SOURCE):
         exporter.set(METRIC, source % 5, source=f"s{source}")
-    prometheus.wait_for_value(f'{METRIC}{{source="s{OBJECTS // PER_SOURCE - 1}"}}', (OBJECTS // PER_SOURCE - 1) % 5)
+    last = OBJECTS // PER_SOURCE - 1
+    prometheus.wait_for_value(f'{METRIC}{{source="s{last}"}}', last % 5)
+
+
+def cluster_load(address: str, prometheus: PrometheusServer, duration: float, **options: object) -> LoadGenerator:
+    """The cluster shape's KEDA-like load (bench/keda_load.py) against `address`, in its own process."""
+    return LoadGenerator(
+        "cluster",
+        address=address,
+        prometheus=prometheus.url,
+        metric=METRIC,
+        objects=OBJECTS,
+        per_source=PER_SOURCE,
+        streams=STREAMS,
+        poll=POLL,
+        hpa=HPA,
+        duration=duration,
+        **options,
+    )
+
+
+def measure(prometheus: PrometheusServer, window: float = 60.0, cache_ttl: float | None = None) -> Scale:
+    prepare(prometheus)
     with running_scaler(*(["--cache-ttl", str(cache_ttl)] if cache_ttl else [])) as scaler:
         process = psutil.Process(scaler.proc.pid)
         rss_start = process.memory_info().rss
-        load = LoadGenerator(
-            "cluster",
-            address=scaler.address,
-            prometheus=prometheus.url,
-            metric=METRIC,
-            objects=OBJECTS,
-            per_source=PER_SOURCE,
-            streams=STREAMS,
-            poll=POLL,
-            hpa=HPA,
-            duration=window + 2,
-        )
+        load = cluster_load(scaler.address, prometheus, window + 2)
         try:
             load.next_event("warm")
             load_process = psutil.Process(load.proc.pid)

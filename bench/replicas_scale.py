@@ -25,11 +25,14 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.cluster_scale import HPA, METRIC, OBJECTS, PER_SOURCE, POLL, STREAMS
+from bench.cluster_scale import POLL, cluster_load, prepare
 from bench.common import QUIET, LoadGenerator, Row, print_rows, standalone_prometheus
+from scaler.settings import Settings
 from tests.fixtures._replicas import SERVICE_NAME, Replica, common_port, replica_hosts, round_robin_target
 from tests.fixtures.dns import ScriptedDns
 from tests.fixtures.prometheus import PrometheusServer
+
+DEFAULT_TTL: float = Settings.model_fields["cache_ttl"].default  # the server's default, as the issue asks
 
 CPU_PER_CALL_GOAL_MS = 0.75
 SCALE_UP_SHARE = 0.4
@@ -121,35 +124,14 @@ def replica_set(count: int, *flags: str) -> Iterator[tuple[ScriptedDns, list[Rep
         dns.close()
 
 
-def cluster_load(dns: ScriptedDns, port: int, prometheus: PrometheusServer, duration: float) -> LoadGenerator:
-    return LoadGenerator(
-        "cluster",
-        address=round_robin_target(dns, port),
-        round_robin=True,
-        prometheus=prometheus.url,
-        metric=METRIC,
-        objects=OBJECTS,
-        per_source=PER_SOURCE,
-        streams=STREAMS,
-        poll=POLL,
-        hpa=HPA,
-        duration=duration,
-    )
+def replicas_load(dns: ScriptedDns, port: int, prometheus: PrometheusServer, duration: float) -> LoadGenerator:
+    return cluster_load(round_robin_target(dns, port), prometheus, duration, round_robin=True)
 
 
-def prepare(prometheus: PrometheusServer) -> None:
-    exporter = prometheus.exporter
-    assert exporter is not None
-    for source in range(OBJECTS // PER_SOURCE):
-        exporter.set(METRIC, source % 5, source=f"s{source}")
-    last = OBJECTS // PER_SOURCE - 1
-    prometheus.wait_for_value(f'{METRIC}{{source="s{last}"}}', last % 5)
-
-
-def measure(prometheus: PrometheusServer, count: int, window: float = 30.0, cache_ttl: float = 1.0) -> Spread:
+def measure(prometheus: PrometheusServer, count: int, window: float = 30.0, cache_ttl: float = DEFAULT_TTL) -> Spread:
     prepare(prometheus)
     with replica_set(count, "--cache-ttl", str(cache_ttl)) as (dns, replicas, port):
-        load = cluster_load(dns, port, prometheus, window + 2)
+        load = replicas_load(dns, port, prometheus, window + 2)
         try:
             load.next_event("warm")
             processes = [psutil.Process(r.proc.pid) for r in replicas]
@@ -175,7 +157,7 @@ def scale_up(prometheus: PrometheusServer, age: float = 60.0, limit: float = 150
     """One replica under the cluster load; after the warm-up a second one starts and joins the DNS answer."""
     prepare(prometheus)
     with replica_set(1) as (dns, replicas, port):
-        load = cluster_load(dns, port, prometheus, limit + 10)
+        load = replicas_load(dns, port, prometheus, limit + 10)
         try:
             load.next_event("warm")
             host = replica_hosts(2)[1]
