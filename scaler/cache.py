@@ -124,7 +124,7 @@ class MeasurementCache:
         self.metrics.count_cache("miss")
         # A task, not a bare await: a caller that gives up (KEDA cancelled the RPC) must not cancel
         # the query the other callers are waiting on; the last one to give up does (see _wait).
-        task = asyncio.create_task(self._query(key, entry, measure, timeout))
+        task = asyncio.create_task(self._query(key, entry, measure, timeout, lease.left))
         task.add_done_callback(_retrieve_exception)
         task.add_done_callback(lambda _: lease.release())
         entry.inflight = _Flight(task, time.monotonic())
@@ -185,12 +185,13 @@ class MeasurementCache:
         return entry.last_reading if entry else None
 
     async def _query(
-        self, key: SourceKey, entry: _Entry, measure: Callable[[], Awaitable[float]], timeout: float
+        self, key: SourceKey, entry: _Entry, measure: Callable[[], Awaitable[float]], timeout: float, left: float
     ) -> Reading:
+        """One query, cut at `left`: what the wait for a budget slot left of the caller's `timeout`."""
         started = time.monotonic()
         try:
             try:
-                async with asyncio.timeout(timeout):
+                async with asyncio.timeout(left):
                     value = await measure()
             except TimeoutError:
                 capped = " (max_source_timeout)" if timeout == self.max_timeout else ""

@@ -10,10 +10,13 @@ queue (not in the shared pool's), for at most their own timeout, then fail with 
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from adapters.api import AdapterError, SourceKey
+
+_LEAST_LEFT = 0.25  # of the caller's timeout, for a query that waited for its slot
 
 
 class CapacityExhausted(AdapterError):
@@ -42,6 +45,7 @@ class Lease:
 
     budget: NamespaceBudget
     lane: tuple[str, str]
+    left: float  # seconds of the caller's timeout left for the query, after the wait for this slot
     released: bool = False
 
     def release(self) -> None:
@@ -62,19 +66,30 @@ class NamespaceBudget:
         if lane is None:
             lane = self._lanes[name] = _Lane(asyncio.Semaphore(self.limit))
         lane.users += 1
+        began = time.monotonic()
         try:
             async with asyncio.timeout(wait):
                 await lane.slots.acquire()
         except TimeoutError:
             self._leave(name, lane)
-            raise CapacityExhausted(
-                f"namespace '{namespace[:63]}' already has {self.limit} source queries in flight to {name[0]} "
-                f"(max_source_queries_per_namespace={self.limit}) and none ended within {wait:g}s"
-            ) from None
+            raise self._exhausted(name, namespace, wait) from None
         except BaseException:
             self._leave(name, lane)
             raise
-        return Lease(self, name)
+        lease = Lease(self, name, wait - (time.monotonic() - began))
+        # The wait and the query share the caller's timeout, so a call takes at most its timeout. A slot freed
+        # with under a quarter of it left goes to nobody: such a query could hardly answer, and would still
+        # open a connection to the origin as the namespace's earlier ones close.
+        if lease.left < wait * _LEAST_LEFT:
+            lease.release()
+            raise self._exhausted(name, namespace, wait)
+        return lease
+
+    def _exhausted(self, name: tuple[str, str], namespace: str, wait: float) -> CapacityExhausted:
+        return CapacityExhausted(
+            f"namespace '{namespace[:63]}' already has {self.limit} source queries in flight to {name[0]} "
+            f"(max_source_queries_per_namespace={self.limit}) and none ended within {wait:g}s"
+        )
 
     def _release(self, name: tuple[str, str]) -> None:
         lane = self._lanes[name]
