@@ -38,6 +38,9 @@ def test_unknown_adapter_lists_the_registered_adapters(scaler: ScalerProcess) ->
         ({"timeout": "-1"}, "timeout"),
         ({"timeout": "9" * 300}, "timeout"),  # found by the fuzzer: overflowed into INTERNAL
         ({"maxStaleness": "9" * 300 + "h"}, "maxStaleness"),
+        # Found by the fuzzer: beyond int64, the MetricSpec's targetSize raised ValueError (INTERNAL).
+        ({"threshold": "9223372036854775296"}, "threshold"),
+        ({"threshold": "1e30"}, "threshold"),
         ({"customHeaders": "novalue"}, "customHeaders"),
         ({"authModes": "bearer"}, "bearerToken"),
     ],
@@ -119,6 +122,13 @@ def test_unknown_connection_is_refused_without_listing_defined_ones(connected_sc
     )
     assert "'connection'" in details and "'nope'" in details
     assert "metrics" not in details, "a refusal must not tell a tenant which connections exist"
+
+
+def test_a_large_target_within_int64_is_accepted(scaler: ScalerProcess) -> None:
+    # The other side of the int64 bound: 2^53 (exact as a float64) is still a target.
+    metadata = {"adapter": "prometheus", "serverAddress": "http://127.0.0.1:9", "query": "up"}
+    spec = scaler.spec({**metadata, "threshold": str(2**53)}).metricSpecs[0]
+    assert spec.targetSize == 2**53 and spec.targetSizeFloat == 2.0**53
 
 
 @pytest.mark.parametrize("timeout", ["9" * 400, "9223372036854775808", "-" + "9" * 30])
