@@ -36,6 +36,12 @@ _ACTIVE = {True: pb.IsActiveResponse(result=True), False: pb.IsActiveResponse(re
 _MAX_BUILT_RESPONSES = 20_000
 
 
+def _int64(value: float) -> int:
+    """A reading as the protocol's int64 `metricValue`, clamped: KEDA uses `metricValueFloat`, which carries
+    the reading exactly; unclamped, a reading of 1e30 (`vector(1e30)`) made protobuf raise (INTERNAL)."""
+    return max(-(2**63), min(2**63 - 1, round(value)))
+
+
 def _status(error: AdapterError) -> grpc.StatusCode:
     code: grpc.StatusCode = getattr(grpc.StatusCode, error.status, grpc.StatusCode.INTERNAL)
     return code
@@ -96,7 +102,7 @@ class ExternalScalerService(pb_grpc.ExternalScalerServicer):  # type: ignore[mis
             if len(self._metrics_responses) >= _MAX_BUILT_RESPONSES:
                 self._metrics_responses.clear()
             response = self._metrics_responses[key] = pb.GetMetricsResponse(
-                metricValues=[pb.MetricValue(metricName=name, metricValue=round(value), metricValueFloat=value)]
+                metricValues=[pb.MetricValue(metricName=name, metricValue=_int64(value), metricValueFloat=value)]
             )
         return response
 

@@ -45,6 +45,16 @@ def test_get_metrics_returns_float_and_rounded_int_under_the_name_keda_sent(
     assert value.metricValue == 42
 
 
+def test_a_reading_beyond_int64_is_exact_as_a_float_and_clamped_as_the_int(
+    scaler: ScalerProcess, prometheus: PrometheusServer
+) -> None:
+    # Found in review after the fuzzer's int64 target: 1e30 made protobuf raise building metricValue (INTERNAL).
+    [value] = scaler.metrics(meta(prometheus, "vector(1e30)")).metricValues
+    assert value.metricValueFloat == 1e30
+    assert value.metricValue == 2**63 - 1
+    assert scaler.is_active(meta(prometheus, "vector(1e30)"))
+
+
 def test_get_metrics_reads_a_scraped_series(
     scaler: ScalerProcess, scraped: PrometheusServer, exporter: Exporter
 ) -> None:
