@@ -46,6 +46,7 @@ class Scale:
     expected_calls_per_s: float
     errors: int
     stream_errors: int
+    streams_reopened: int
     source_queries_per_s: float
     streams_open: float
     pollers: float
@@ -63,7 +64,8 @@ class Scale:
         load = (
             f"{self.calls_per_s:.0f} calls/s served (KEDA-like schedule asks {self.expected_calls_per_s:.0f}; "
             f"{self.in_flight_at_end} still in flight at the end), {self.errors} errors, "
-            f"{self.streams_open:.0f} streams and {self.pollers:.0f} pollers open, "
+            f"{self.streams_open:.0f} streams and {self.pollers:.0f} pollers open ({self.streams_reopened} ended at "
+            "connection age and reopened, as KEDA does), "
             f"{self.source_queries_per_s:.0f} source queries/s, {per_call_ms:.2f} ms CPU per call served; "
             f"{self.window:.0f} s window after {POLL:.0f} s warm-up; machine load average {self.load_average:.1f} "
             f"on {os.cpu_count()} cores"
@@ -164,6 +166,7 @@ def measure(prometheus: PrometheusServer, window: float = 60.0, cache_ttl: float
         expected_calls_per_s=OBJECTS * (2 / POLL + 1 / HPA),
         errors=int(done["errors"]),  # type: ignore[call-overload]
         stream_errors=int(done["stream_errors"]),  # type: ignore[call-overload]
+        streams_reopened=int(done["stream_reopened"]),  # type: ignore[call-overload]
         source_queries_per_s=queries / elapsed,
         streams_open=streams_open,
         pollers=pollers,

@@ -54,6 +54,7 @@ class Counters:
     errors: int = 0
     stream_messages: int = 0
     stream_errors: int = 0
+    stream_reopened: int = 0  # streams the server ended with OK, reopened
     error_samples: list[str] = field(default_factory=list)
 
     def failed(self, exc: aio.AioRpcError) -> None:
@@ -131,13 +132,24 @@ async def cluster(args: argparse.Namespace, stub: Any, counters: Counters) -> No
             counters.failed(exc)
 
     async def stream(i: int) -> None:
-        try:
-            async for _ in stub.StreamIsActive(refs[i]):
-                counters.stream_messages += 1
-        except aio.AioRpcError as exc:
-            if exc.code().name != "CANCELLED":
+        # As KEDA's push loop: reopen 2 s after a clean end (the server ends streams at max_connection_age),
+        # after an error back off from 2 s, doubling up to 60 s. Without the reopening, every stream would be
+        # gone one connection age into the run, and so would its poller's source queries.
+        backoff = 2.0
+        while True:
+            try:
+                async for _ in stub.StreamIsActive(refs[i]):
+                    counters.stream_messages += 1
+                counters.stream_reopened += 1
+                backoff = 2.0
+                await asyncio.sleep(backoff)
+            except aio.AioRpcError as exc:
+                if exc.code().name == "CANCELLED":
+                    return
                 counters.stream_errors += 1
                 counters.failed(exc)
+                await asyncio.sleep(backoff)
+                backoff = min(60.0, backoff * 2)
 
     def spawn(coroutine: Any) -> None:
         task = asyncio.create_task(coroutine)
@@ -167,6 +179,7 @@ async def cluster(args: argparse.Namespace, stub: Any, counters: Counters) -> No
         errors=counters.errors,
         stream_messages=counters.stream_messages,
         stream_errors=counters.stream_errors,
+        stream_reopened=counters.stream_reopened,
         in_flight_at_end=len(tasks),
         elapsed=time.monotonic() - started,
         error_samples=counters.error_samples,
