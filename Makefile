@@ -21,7 +21,7 @@ proto:
 docs:
 	.venv/bin/python scripts/update_readme.py
 
-# Every benchmark in one run (~6 min on 2 cores), written to BENCHMARKS.md. Not part of `make test`.
+# Every benchmark in one run (~15 min on 2 cores), written to BENCHMARKS.md. Not part of `make test`.
 # BENCH_PROFILE=<dir> also records py-spy profiles of the scaler under the cluster-scale load.
 bench:
 	scripts/system-deps.sh

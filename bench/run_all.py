@@ -3,7 +3,7 @@
     .venv/bin/python bench/run_all.py [--only name,name] [--output BENCHMARKS.md]
 
 Starts what it needs (a real Prometheus scraping a test exporter; broker hooks in bench/registry.py),
-stops it at the end. Bounded: about 6 minutes on 2 cores. Not part of the test suite.
+stops it at the end. Bounded: about 15 minutes on 2 cores. Not part of the test suite.
 """
 
 from __future__ import annotations
