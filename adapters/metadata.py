@@ -21,7 +21,7 @@ from pydantic.alias_generators import to_camel
 from .errors import InvalidMetadata
 
 FROM_ENV_SUFFIX = "FromEnv"
-_INT64_MAX = 2**63 - 1
+INT64_MAX = 2**63 - 1  # Go's int64, as KEDA's typed config and the protocol's int fields hold numbers
 MAX_DURATION = 30 * 86400.0  # beyond this a duration is a typo, and huge ones overflow timers
 
 # KEDA's typed config (pkg/scalers/scalersconfig/typed_config.go) is the rule every built-in scaler follows,
@@ -59,7 +59,7 @@ def parse_duration(text: str) -> float:
     elif _GO_INT.fullmatch(text):
         # Go's strconv.ParseInt(text, 10, 64), as KEDA reads milliseconds: beyond int64 is out of range (and
         # would overflow a float here).
-        if len(text.lstrip("+-")) > 19 or abs(int(text)) > 2**63 - 1:
+        if len(text.lstrip("+-")) > 19 or abs(int(text)) > INT64_MAX:
             raise ValueError(f"is out of range for a number of milliseconds, got {text[:40]!r}")
         seconds, negative = abs(int(text)) / 1000, text.startswith("-")
     else:
@@ -296,8 +296,8 @@ def _check_target(parsed: TriggerMetadata) -> None:
     target = parsed.target
     if not (math.isfinite(target) and target > 0):
         raise InvalidMetadata(parsed.target_key, f"must be a number greater than 0, got {target:g}")
-    if round(target) > _INT64_MAX:  # KEDA's MetricSpec carries it as an int64 too (targetSize)
-        raise InvalidMetadata(parsed.target_key, f"must be at most {_INT64_MAX} (an int64), got {target:g}")
+    if round(target) > INT64_MAX:  # KEDA's MetricSpec carries it as an int64 too (targetSize)
+        raise InvalidMetadata(parsed.target_key, f"must be at most {INT64_MAX} (an int64), got {target:g}")
     # A negative activation threshold is accepted, as in KEDA: the trigger is then always active.
     activation = parsed.activation_target
     if not math.isfinite(activation):

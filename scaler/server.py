@@ -27,7 +27,7 @@ from .status import NoStatus, StatusBoard
 from .status_page import StatusPage
 from .tls import RotatingServerCredentials
 from .triggers import TriggerParser
-from .wire import add_external_scaler, generic_only
+from .wire import GenericOnly, add_external_scaler
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["ExternalScaler"].full_name
@@ -137,12 +137,12 @@ class ScalerServer:
         )
         add_external_scaler(service, server, self.metrics)
         # Generic handlers only, for every service on the server (see GenericOnly for the measured reason).
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, generic_only(server))
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, GenericOnly(server))
         reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
             reflection.aio.ReflectionServicer(
                 (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME)
             ),
-            generic_only(server),
+            GenericOnly(server),
         )
         s = self.settings
         self.grpc = server  # from here on, stop() tears it down, also when a port cannot be bound

@@ -14,6 +14,7 @@ import grpc
 from grpc import aio
 
 from adapters.api import AdapterError, redact
+from adapters.metadata import INT64_MAX
 
 from ._generated import externalscaler_pb2 as pb
 from ._generated import externalscaler_pb2_grpc as pb_grpc
@@ -39,7 +40,7 @@ _MAX_BUILT_RESPONSES = 20_000
 def _int64(value: float) -> int:
     """A reading as the protocol's int64 `metricValue`, clamped: KEDA uses `metricValueFloat`, which carries
     the reading exactly; unclamped, a reading of 1e30 (`vector(1e30)`) made protobuf raise (INTERNAL)."""
-    return max(-(2**63), min(2**63 - 1, round(value)))
+    return max(-INT64_MAX - 1, min(INT64_MAX, round(value)))
 
 
 def _status(error: AdapterError) -> grpc.StatusCode:

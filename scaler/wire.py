@@ -50,7 +50,8 @@ def add_external_scaler(service: Any, server: aio.Server, metrics: ScalerMetrics
             handlers[method.name] = grpc.unary_unary_rpc_method_handler(
                 _unary(method.name, implementation, metrics), request_deserializer=decode, response_serializer=encode
             )
-    generic_only(server).add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE.full_name, handlers),))
+    # Generic only, not also as registered methods as generated code does (see GenericOnly).
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE.full_name, handlers),))
 
 
 class GenericOnly:
@@ -60,7 +61,7 @@ class GenericOnly:
     grpc.aio (1.85) the registered-method path costs more per call than the generic one, and every
     registered method on the server adds to the cost of every call, its own or not. Counted with callgrind
     on a warm GetMetrics under h2load: 472k instructions per call with generic handlers only, 525k with the
-    scaler's, health's and reflection's methods registered (bench/grpc_throughput.py; BENCHMARKS.md).
+    scaler's, health's and reflection's methods registered (bench/grpc_instructions.py; BENCHMARKS.md).
     """
 
     def __init__(self, server: aio.Server) -> None:
@@ -71,10 +72,6 @@ class GenericOnly:
 
     def add_registered_method_handlers(self, service_name: str, handlers: Any) -> None:
         """Not registered: the generic handler given alongside serves the same methods."""
-
-
-def generic_only(server: aio.Server) -> GenericOnly:
-    return GenericOnly(server)
 
 
 async def _refuse(method: str, request: Undecodable, context: aio.ServicerContext, metrics: ScalerMetrics) -> None:
